@@ -21,12 +21,21 @@ def generate_text_simple(
     return idx
 
 
+def _check_filter_args(top_k: int | None, top_p: float | None) -> None:
+    """Reject top-k and top-p settings that have no meaning, naming the argument."""
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k: expected None or an integer >= 1, got {top_k!r}")
+    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p: expected None or a number in (0, 1], got {top_p!r}")
+
+
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
     """Set to -inf every logit outside the ``top_k`` largest and outside the top-``top_p`` probability mass.
 
     ``logits`` is ``(batch, vocab)``; top-p keeps the smallest set of tokens whose probabilities sum to
     at least ``top_p`` (the most likely token is always kept).
     """
+    _check_filter_args(top_k, top_p)
     if top_k is not None and top_k < logits.shape[-1]:
         kth_largest = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth_largest, float("-inf"))
@@ -44,10 +53,7 @@ def _check_sampling_args(temperature: float, top_k: int | None, top_p: float | N
     """Reject sampling settings that have no meaning, naming the argument."""
     if not isinstance(temperature, (int, float)) or temperature < 0:
         raise ValueError(f"temperature: expected a number >= 0 (0 means greedy), got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k: expected None or an integer >= 1, got {top_k!r}")
-    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
-        raise ValueError(f"top_p: expected None or a number in (0, 1], got {top_p!r}")
+    _check_filter_args(top_k, top_p)
 
 
 def sample_next_token(
@@ -95,7 +101,7 @@ def generate(
     if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.shape[1] == 0:
         raise ValueError(f"idx: expected a tensor of shape (batch, tokens) with tokens >= 1, got {idx!r}")
     model_context = getattr(model, "cfg", {}).get("context_length")
-    context_size = context_size or model_context
+    context_size = model_context if context_size is None else context_size
     if not isinstance(context_size, int) or context_size < 1 or (model_context and context_size > model_context):
         raise ValueError(f"context_size: expected an integer in [1, {model_context}], got {context_size!r}")
     if use_cache and not hasattr(model, "new_kv_cache"):

@@ -116,8 +116,10 @@ class GPTModel(nn.Module):
             raise TypeError(f"in_idx: expected a tensor of token ids, got {type(in_idx).__name__}")
         if in_idx.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"in_idx: expected an integer tensor (torch.long), got dtype {in_idx.dtype}")
-        if in_idx.dim() != 2 or in_idx.shape[1] == 0:
-            raise ValueError(f"in_idx: expected shape (batch, tokens) with tokens >= 1, got {tuple(in_idx.shape)}")
+        if in_idx.dim() != 2 or 0 in in_idx.shape:
+            raise ValueError(
+                f"in_idx: expected shape (batch, tokens) with batch >= 1 and tokens >= 1, got {tuple(in_idx.shape)}"
+            )
         limit = self.cfg["context_length"]
         if start + in_idx.shape[1] > limit:
             raise ValueError(

@@ -1,0 +1,137 @@
+"""Tests for minigpt_lib.config: the GPT-2 presets and validate_config's error messages."""
+
+import re
+
+import pytest
+
+from minigpt_lib.config import (
+    GPT_CONFIG_124M,
+    GPT_CONFIG_355M,
+    GPT_CONFIG_774M,
+    GPT_CONFIG_1558M,
+    GPT_CONFIG_SMALL,
+    PRESETS,
+    validate_config,
+)
+
+
+def test_124m_config_is_exactly_the_seed_dict():
+    assert GPT_CONFIG_124M == {
+        "vocab_size": 50257,
+        "context_length": 1024,
+        "emb_dim": 768,
+        "n_heads": 12,
+        "n_layers": 12,
+        "drop_rate": 0.1,
+        "qkv_bias": False,
+    }
+    assert list(GPT_CONFIG_124M) == [
+        "vocab_size",
+        "context_length",
+        "emb_dim",
+        "n_heads",
+        "n_layers",
+        "drop_rate",
+        "qkv_bias",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cfg", "emb_dim", "n_layers", "n_heads"),
+    [(GPT_CONFIG_355M, 1024, 24, 16), (GPT_CONFIG_774M, 1280, 36, 20), (GPT_CONFIG_1558M, 1600, 48, 25)],
+)
+def test_larger_presets_change_only_width_depth_and_heads(cfg, emb_dim, n_layers, n_heads):
+    assert cfg == {**GPT_CONFIG_124M, "emb_dim": emb_dim, "n_layers": n_layers, "n_heads": n_heads}
+
+
+def test_small_config():
+    assert GPT_CONFIG_SMALL == {
+        "vocab_size": 50257,
+        "context_length": 128,
+        "emb_dim": 128,
+        "n_heads": 4,
+        "n_layers": 4,
+        "drop_rate": 0.1,
+        "qkv_bias": False,
+    }
+
+
+def test_presets_by_name():
+    assert set(PRESETS) == {"124M", "355M", "774M", "1558M", "small"}
+    assert PRESETS["124M"] is GPT_CONFIG_124M
+    assert PRESETS["355M"] is GPT_CONFIG_355M
+    assert PRESETS["774M"] is GPT_CONFIG_774M
+    assert PRESETS["1558M"] is GPT_CONFIG_1558M
+    assert PRESETS["small"] is GPT_CONFIG_SMALL
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_is_valid(name):
+    cfg = validate_config(PRESETS[name])
+    assert cfg == {**PRESETS[name], "tie_weights": False}
+
+
+def test_validate_returns_a_copy_and_keeps_tie_weights():
+    original = dict(GPT_CONFIG_124M)
+    cfg = validate_config(original)
+    assert cfg is not original
+    assert original == GPT_CONFIG_124M  # the input is not modified
+    assert cfg["tie_weights"] is False
+    assert validate_config({**GPT_CONFIG_124M, "tie_weights": True})["tie_weights"] is True
+
+
+@pytest.mark.parametrize(
+    "key", ["vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias"]
+)
+def test_missing_key(key):
+    cfg = {k: v for k, v in GPT_CONFIG_124M.items() if k != key}
+    with pytest.raises(ValueError, match=rf"missing key\(s\) \['{key}'\]"):
+        validate_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("vocab_size", 0),
+        ("context_length", -1),
+        ("emb_dim", 0),
+        ("n_heads", -4),
+        ("n_layers", 0),
+        ("n_layers", 2.0),
+        ("emb_dim", "768"),
+        ("n_layers", True),
+    ],
+)
+def test_sizes_must_be_positive_integers(key, value):
+    message = rf"cfg\['{key}'\]: expected a positive integer, got " + re.escape(repr(value))
+    with pytest.raises(ValueError, match=message):
+        validate_config({**GPT_CONFIG_124M, key: value})
+
+
+def test_emb_dim_must_divide_into_heads():
+    with pytest.raises(ValueError, match=r"cfg\['emb_dim'\]: expected a multiple of n_heads=12.*got 770"):
+        validate_config({**GPT_CONFIG_124M, "emb_dim": 770})
+
+
+@pytest.mark.parametrize("value", [1.0, -0.1, 1.5, "0.1", None, True])
+def test_drop_rate_must_lie_in_zero_one(value):
+    message = r"cfg\['drop_rate'\]: expected a number in \[0, 1\), got " + re.escape(repr(value))
+    with pytest.raises(ValueError, match=message):
+        validate_config({**GPT_CONFIG_124M, "drop_rate": value})
+
+
+def test_drop_rate_bounds_accepted():
+    assert validate_config({**GPT_CONFIG_124M, "drop_rate": 0})["drop_rate"] == 0
+    assert validate_config({**GPT_CONFIG_124M, "drop_rate": 0.99})["drop_rate"] == 0.99
+
+
+@pytest.mark.parametrize(("key", "value"), [("qkv_bias", 0), ("qkv_bias", "False"), ("tie_weights", 1)])
+def test_flags_must_be_bool(key, value):
+    message = rf"cfg\['{key}'\]: expected True or False, got " + re.escape(repr(value))
+    with pytest.raises(ValueError, match=message):
+        validate_config({**GPT_CONFIG_124M, key: value})
+
+
+def test_config_must_be_a_dict():
+    with pytest.raises(TypeError, match="cfg: expected a dict.*got list"):
+        validate_config(list(GPT_CONFIG_124M.items()))
