@@ -1,0 +1,483 @@
+"""Command line: ``python -m minigpt_lib train | generate | chat``.
+
+``train`` writes ``checkpoint.safetensors``, ``train_args.json`` and ``history.json`` into
+``--out``; ``generate`` and ``chat`` read that folder (or a checkpoint file). Errors print one
+``error: ...`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from .checkpoint import load_checkpoint
+from .config import PRESETS, validate_config
+from .corpora import CORPORA, load_text
+from .data import create_dataloader, train_val_split
+from .generate import generate
+from .model import GPTModel, count_parameters
+from .tokenizer import CharTokenizer, Tokenizer, get_tokenizer, text_to_token_ids, token_ids_to_text
+from .train import evaluate_model, get_device, perplexity, train_model
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+ARGS_NAME = "train_args.json"
+
+#: ``train`` settings and their defaults; the parser leaves unset options as None so that a resumed
+#: run can tell which settings the command line changed.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "text": None,
+    "preset": "small",
+    "set": [],
+    "context_length": None,
+    "tokenizer": "gpt2",
+    "epochs": None,
+    "max_steps": None,
+    "batch_size": 8,
+    "lr": 4e-4,
+    "weight_decay": 0.1,
+    "schedule": False,
+    "warmup_steps": 0,
+    "min_lr": 0.0,
+    "grad_clip": None,
+    "amp": False,
+    "val_fraction": 0.1,
+    "eval_freq": 5,
+    "eval_iter": 5,
+    "checkpoint_every": None,
+    "seed": 123,
+    "sample_prompt": None,
+    "device": "auto",
+    "quiet": False,
+}
+#: Settings a resumed run may change: how long to train and where, not what is trained.
+RESUME_MAY_CHANGE = {"epochs", "max_steps", "checkpoint_every", "sample_prompt", "device", "quiet"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: ``error: ...``."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def _device(name: str) -> torch.device:
+    """Turn ``--device`` into a torch device, refusing a backend this machine lacks."""
+    if name == "auto":
+        return get_device()
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if not available[name]:
+        raise ValueError(
+            f"--device: {name} was requested, but this PyTorch build sees no {name} device"
+        )
+    return torch.device(name)
+
+
+def _checkpoint_file(path: str) -> Path:
+    """A checkpoint file given directly, or the one inside a ``train --out`` folder."""
+    p = Path(path)
+    return p / CHECKPOINT_NAME if p.is_dir() else p
+
+
+def _load_model(path: str, device: torch.device) -> tuple[nn.Module, Tokenizer]:
+    """The trained model (in eval mode, on ``device``) and its tokenizer from a checkpoint."""
+    ckpt = load_checkpoint(_checkpoint_file(path), map_location=device)
+    tokenizer = ckpt.tokenizer()
+    if tokenizer is None:
+        raise ValueError(f"checkpoint: {path} stores no tokenizer, so its text cannot be decoded")
+    return ckpt.model.eval(), tokenizer
+
+
+def _complete(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    prompt: str,
+    args: argparse.Namespace,
+    generator: torch.Generator,
+) -> str:
+    """The prompt followed by up to ``--max-new-tokens`` generated tokens, as text."""
+    if not prompt:
+        raise ValueError("prompt: expected some text to continue, got an empty string")
+    idx = text_to_token_ids(prompt, tokenizer).to(generator.device)
+    out = generate(
+        model,
+        idx,
+        args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        generator=generator,
+    )
+    return token_ids_to_text(out, tokenizer)
+
+
+# --------------------------------------------------------------------------------------------------
+# train
+
+
+def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Defaults overlaid with the options given; when resuming, the saved run's settings instead.
+
+    A resumed run may only change :data:`RESUME_MAY_CHANGE`, so it continues the same training.
+    """
+    given = {
+        key: value
+        for key, value in vars(args).items()
+        if key in TRAIN_DEFAULTS and value is not None
+    }
+    out = Path(args.out)
+    if not args.resume:
+        if (out / CHECKPOINT_NAME).exists():
+            raise ValueError(
+                f"--out: {out} already holds a checkpoint; add --resume to continue it, "
+                "or pick another --out"
+            )
+        if "text" not in given:
+            raise ValueError(
+                f"text: give a corpus name ({', '.join(CORPORA)}) or a text file to train on"
+            )
+        return {**TRAIN_DEFAULTS, **given}
+    if not (out / CHECKPOINT_NAME).is_file() or not (out / ARGS_NAME).is_file():
+        raise FileNotFoundError(
+            f"--resume: {out} holds no {CHECKPOINT_NAME} and {ARGS_NAME} from an earlier run"
+        )
+    saved = json.loads((out / ARGS_NAME).read_text())
+    for key, value in given.items():
+        if key not in RESUME_MAY_CHANGE and value != saved.get(key):
+            raise ValueError(
+                f"--{key.replace('_', '-')}: the run in {out} used {saved.get(key)!r}, and a "
+                f"resumed run keeps it (only {', '.join(sorted(RESUME_MAY_CHANGE))} may change)"
+            )
+    return {**saved, **given}
+
+
+def _parse_value(raw: str) -> bool | int | float | str:
+    """``--set`` values: true/false, then int, then float, else the string itself."""
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def _model_config(settings: dict[str, Any], tokenizer: Tokenizer) -> dict[str, Any]:
+    """The preset with ``--set`` and ``--context-length`` applied, sized for the tokenizer."""
+    cfg = dict(PRESETS[settings["preset"]])
+    known = sorted(validate_config(cfg))
+    for item in settings["set"]:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in known:
+            raise ValueError(
+                f"--set: expected KEY=VALUE with KEY one of {', '.join(known)}, got {item!r}"
+            )
+        cfg[key] = _parse_value(raw)
+    if settings["context_length"] is not None:
+        cfg["context_length"] = settings["context_length"]
+    if isinstance(tokenizer, CharTokenizer):
+        cfg["vocab_size"] = tokenizer.n_vocab
+    cfg = validate_config(cfg)
+    if cfg["vocab_size"] < tokenizer.n_vocab:
+        raise ValueError(
+            f"--set: vocab_size={cfg['vocab_size']} is smaller than the tokenizer's "
+            f"{tokenizer.n_vocab} tokens"
+        )
+    return cfg
+
+
+def _loaders(
+    text: str, settings: dict[str, Any], context_length: int, tokenizer: Tokenizer
+) -> list[DataLoader]:
+    """Training (shuffled) and validation loaders of non-overlapping ``context_length`` windows."""
+    if not 0 < settings["val_fraction"] < 1:
+        raise ValueError(
+            f"--val-fraction: expected a number between 0 and 1, got {settings['val_fraction']}"
+        )
+    train_text, val_text = train_val_split(text, 1.0 - settings["val_fraction"])
+    loaders = []
+    for part, part_text, is_train in (
+        ("training", train_text, True),
+        ("validation", val_text, False),
+    ):
+        try:
+            loaders.append(
+                create_dataloader(
+                    part_text,
+                    batch_size=settings["batch_size"],
+                    max_length=context_length,
+                    stride=context_length,
+                    shuffle=is_train,
+                    drop_last=is_train,
+                    tokenizer=tokenizer,
+                )
+            )
+        except ValueError as exc:
+            raise ValueError(f"{part} text ({len(part_text):,} characters): {exc}") from None
+    return loaders
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model on a text and save the checkpoint, settings and history into ``--out``."""
+    settings = _train_settings(args)
+    out = Path(args.out)
+    device = _device(settings["device"])
+    torch.manual_seed(settings["seed"])
+    text = load_text(settings["text"])
+    tokenizer = (
+        CharTokenizer.from_text(text) if settings["tokenizer"] == "char" else get_tokenizer()
+    )
+    cfg = _model_config(settings, tokenizer)
+    train_loader, val_loader = _loaders(text, settings, cfg["context_length"], tokenizer)
+    if settings["sample_prompt"] is not None:
+        text_to_token_ids(settings["sample_prompt"], tokenizer)  # fail now, not after an epoch
+    model = GPTModel(cfg)
+    print(
+        f"model: {count_parameters(model):,} parameters; data: {len(train_loader)} training and "
+        f"{len(val_loader)} validation batches; device: {device}"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ARGS_NAME).write_text(json.dumps(settings, indent=2) + "\n")
+    history = train_model(
+        model,
+        train_loader,
+        val_loader,
+        device=device,
+        num_epochs=settings["epochs"] or (None if settings["max_steps"] else 1),
+        max_steps=settings["max_steps"],
+        eval_freq=settings["eval_freq"],
+        eval_iter=settings["eval_iter"],
+        lr=settings["lr"],
+        weight_decay=settings["weight_decay"],
+        use_schedule=settings["schedule"],
+        warmup_steps=settings["warmup_steps"],
+        min_lr=settings["min_lr"],
+        grad_clip=settings["grad_clip"],
+        amp=settings["amp"],
+        start_context=settings["sample_prompt"],
+        tokenizer=tokenizer,
+        progress=not settings["quiet"],
+        checkpoint_path=out / CHECKPOINT_NAME,
+        checkpoint_every=settings["checkpoint_every"],
+        resume_from=out / CHECKPOINT_NAME if args.resume else None,
+    )
+    (out / "history.json").write_text(json.dumps(asdict(history)) + "\n")
+    train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter=None)
+    print(
+        f"after {history.steps} steps: train loss {train_loss:.3f} "
+        f"(perplexity {perplexity(train_loss):.1f}), val loss {val_loss:.3f} "
+        f"(perplexity {perplexity(val_loss):.1f}); saved {out / CHECKPOINT_NAME}"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# generate and chat
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Print the prompt and its continuation by a trained model."""
+    device = _device(args.device)
+    model, tokenizer = _load_model(args.checkpoint, device)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    print(_complete(model, tokenizer, args.prompt, args, generator))
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Read prompts line by line from stdin and print each continuation, until end of input."""
+    device = _device(args.device)
+    model, tokenizer = _load_model(args.checkpoint, device)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("Type a prompt and press Enter; Ctrl-D or Ctrl-C quits.")
+    try:
+        while True:
+            try:
+                prompt = input("prompt> " if interactive else "")
+            except EOFError:
+                break
+            if not prompt.strip():
+                continue
+            try:
+                print(_complete(model, tokenizer, prompt, args, generator), flush=True)
+            except ValueError as exc:  # e.g. a character the char-level vocabulary lacks: ask again
+                print(f"error: {exc}", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        pass
+    if interactive:
+        print()
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Argument parsing
+
+
+def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Options of ``train``; unset options stay None and take :data:`TRAIN_DEFAULTS` later."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a GPT on a text file or a sample corpus",
+        description="Pretrain a GPT model on a text (next-token prediction) and save a checkpoint.",
+        epilog="example: python -m minigpt_lib train the-verdict --epochs 10 --out runs/verdict",
+    )
+    d = TRAIN_DEFAULTS
+    p.add_argument(
+        "text", nargs="?", help=f"corpus name ({', '.join(CORPORA)}) or path to a UTF-8 text file"
+    )
+    p.add_argument("--out", default="runs/minigpt", help="output folder (default: runs/minigpt)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run saved in --out, with its settings"
+    )
+    p.add_argument("--preset", choices=list(PRESETS), help=f"model size (default: {d['preset']})")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set n_layers=2 (repeatable)",
+    )
+    p.add_argument(
+        "--context-length", type=int, help="tokens per training window (default: the preset's)"
+    )
+    p.add_argument(
+        "--tokenizer",
+        choices=["gpt2", "char"],
+        help="GPT-2 BPE or one token per character (default: gpt2)",
+    )
+    p.add_argument(
+        "--epochs", type=int, help="passes over the training text (default: 1 without --max-steps)"
+    )
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    p.add_argument("--batch-size", type=int, help=f"windows per batch (default: {d['batch_size']})")
+    p.add_argument(
+        "--lr",
+        type=float,
+        help=f"AdamW learning rate, the peak with --schedule (default: {d['lr']})",
+    )
+    p.add_argument(
+        "--weight-decay", type=float, help=f"AdamW weight decay (default: {d['weight_decay']})"
+    )
+    p.add_argument(
+        "--schedule", action="store_true", default=None, help="linear warm-up, then cosine decay"
+    )
+    p.add_argument("--warmup-steps", type=int, help="warm-up steps with --schedule (default: 0)")
+    p.add_argument("--min-lr", type=float, help="final learning rate with --schedule (default: 0)")
+    p.add_argument(
+        "--grad-clip", type=float, help="clip the gradient norm to this value (default: off)"
+    )
+    p.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast (for GPUs)")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        help=f"share of the text held out (default: {d['val_fraction']})",
+    )
+    p.add_argument(
+        "--eval-freq", type=int, help=f"evaluate every N steps (default: {d['eval_freq']})"
+    )
+    p.add_argument(
+        "--eval-iter", type=int, help=f"batches per evaluation (default: {d['eval_iter']})"
+    )
+    p.add_argument(
+        "--checkpoint-every", type=int, help="also save every N steps (default: only at the end)"
+    )
+    p.add_argument("--seed", type=int, help=f"random seed (default: {d['seed']})")
+    p.add_argument(
+        "--sample-prompt", help="print a greedy continuation of this text after each epoch"
+    )
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda", "mps"], help="default: auto (cuda, mps, cpu)"
+    )
+    p.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_sampling_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``generate`` and ``chat``."""
+    p.add_argument("checkpoint", help="a train --out folder or a checkpoint.safetensors file")
+    p.add_argument(
+        "--max-new-tokens", type=int, default=50, help="tokens to generate (default: 50)"
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=0.8,
+        help="0 = always the likeliest token (default: 0.8)",
+    )
+    p.add_argument(
+        "--top-k", type=int, default=40, help="sample among the k likeliest tokens (default: 40)"
+    )
+    p.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        help="sample within this probability mass (default: off)",
+    )
+    p.add_argument("--seed", type=int, default=123, help="random seed for sampling (default: 123)")
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="default: auto"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``minigpt`` argument parser with its three subcommands."""
+    parser = _Parser(
+        prog="python -m minigpt_lib", description="Train a small GPT and generate text with it."
+    )
+    subparsers = parser.add_subparsers(
+        dest="command", required=True, metavar="{train,generate,chat}"
+    )
+    _add_train_parser(subparsers)
+    p = subparsers.add_parser(
+        "generate",
+        help="continue a prompt with a trained model",
+        description="Print a prompt followed by the model's continuation.",
+    )
+    _add_sampling_options(p)
+    p.add_argument("--prompt", default="Every effort moves you", help="text to continue")
+    p.set_defaults(func=cmd_generate)
+    p = subparsers.add_parser(
+        "chat",
+        help="type prompts, read continuations",
+        description="Read one prompt per line from stdin and print each continuation; "
+        "Ctrl-D or Ctrl-C quits.",
+    )
+    _add_sampling_options(p)
+    p.set_defaults(func=cmd_chat)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 success, 1 error, 2 bad usage)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except (
+        OSError,
+        ValueError,
+        TypeError,
+        RuntimeError,
+    ) as exc:  # expected failures: one line, no traceback
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1

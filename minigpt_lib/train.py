@@ -1,0 +1,434 @@
+"""Pretraining: next-token loss, evaluation, a learning-rate schedule and the training loop.
+
+The loop reads top to bottom: for each batch, set the learning rate, take one AdamW step, now and
+then evaluate, print a sample and save a checkpoint. With the defaults it follows Raschka's
+``train_model_simple``, so a seed gives the same losses as that book's training run.
+
+Exact resumption: shuffling draws from torch's global generator when a loader starts an epoch. A
+checkpoint therefore stores the generator state at the start of the current epoch as well as the
+state now. Resuming restarts the epoch from the first state (same batch order), skips the batches
+already trained on, then restores the second state (same dropout masks), so the losses continue as
+if training had never stopped.
+
+Data-parallel training (``torchrun`` + ``DistributedDataParallel``) is not implemented; it would
+wrap the model and give each process a ``DistributedSampler``, with only rank 0 printing and saving.
+Checkpoints already store the unwrapped model (:func:`~minigpt_lib.checkpoint.unwrap_model`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import check_positive_int
+from .generate import generate
+from .tokenizer import Tokenizer, text_to_token_ids, token_ids_to_text
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def get_device() -> torch.device:
+    """The fastest device present: a CUDA GPU, else Apple's MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+# --------------------------------------------------------------------------------------------------
+# Loss and evaluation
+
+
+def calc_loss_batch(
+    input_batch: torch.Tensor,
+    target_batch: torch.Tensor,
+    model: nn.Module,
+    device: torch.device | str,
+) -> torch.Tensor:
+    """Mean cross-entropy of the model's next-token predictions for one batch (a scalar tensor).
+
+    Inputs and targets are ``(batch, tokens)``; the logits ``(batch, tokens, vocab)`` are flattened
+    so every position counts as one classification.
+    """
+    input_batch, target_batch = input_batch.to(device), target_batch.to(device)
+    logits = model(input_batch)
+    return F.cross_entropy(logits.flatten(0, 1), target_batch.flatten())
+
+
+def calc_loss_loader(
+    data_loader: Iterable[Batch],
+    model: nn.Module,
+    device: torch.device | str,
+    num_batches: int | None = None,
+) -> float:
+    """Average batch loss over the first ``num_batches`` batches of a loader (all when ``None``).
+
+    An empty loader raises ``ValueError`` rather than returning NaN, so a too-short validation text
+    is noticed before training starts instead of as a NaN curve.
+    """
+    if num_batches is not None:
+        check_positive_int("num_batches", num_batches)
+    n_available = len(data_loader)
+    if n_available == 0:
+        raise ValueError(
+            "data_loader: yields no batches (the text gives fewer windows than batch_size, "
+            "and drop_last drops the partial batch); use more text or a smaller batch_size or "
+            "max_length"
+        )
+    n = n_available if num_batches is None else min(num_batches, n_available)
+    total = 0.0
+    for input_batch, target_batch in itertools.islice(data_loader, n):
+        total += calc_loss_batch(input_batch, target_batch, model, device).item()
+    return total / n
+
+
+def evaluate_model(
+    model: nn.Module,
+    train_loader: Iterable[Batch],
+    val_loader: Iterable[Batch],
+    device: torch.device | str,
+    eval_iter: int | None,
+) -> tuple[float, float]:
+    """Training and validation loss over ``eval_iter`` batches each, in eval mode without gradients.
+
+    Eval mode turns dropout off, so the numbers measure the model, not the noise; the previous mode
+    comes back afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
+            val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
+    finally:
+        model.train(was_training)
+    return train_loss, val_loss
+
+
+def perplexity(loss: float | torch.Tensor) -> float | torch.Tensor:
+    """``exp(loss)``: how many equally likely tokens the model is, on average, choosing between.
+
+    A tensor gives a tensor; a float gives a float (``inf`` for a loss too large to exponentiate).
+    """
+    if isinstance(loss, torch.Tensor):
+        return torch.exp(loss)
+    return math.exp(loss) if loss < 709.0 else math.inf
+
+
+# --------------------------------------------------------------------------------------------------
+# Learning-rate schedule
+
+
+def lr_at_step(
+    step: int, total_steps: int, peak_lr: float, warmup_steps: int = 0, min_lr: float = 0.0
+) -> float:
+    """Learning rate at 0-based ``step``: linear warm-up to ``peak_lr``, cosine decay to ``min_lr``.
+
+    Warm-up gives ``peak_lr * (step + 1) / warmup_steps``, so step 0 already learns; decay runs from
+    ``peak_lr`` at ``warmup_steps`` to ``min_lr`` at ``total_steps`` (half-way: their mean).
+    """
+    check_positive_int("total_steps", total_steps)
+    if not isinstance(step, int) or step < 0:
+        raise ValueError(f"step: expected an integer >= 0, got {step!r}")
+    if not isinstance(warmup_steps, int) or not 0 <= warmup_steps <= total_steps:
+        raise ValueError(
+            f"warmup_steps: expected an integer in [0, total_steps={total_steps}], "
+            f"got {warmup_steps!r}"
+        )
+    if not peak_lr > 0:
+        raise ValueError(f"peak_lr: expected a positive number, got {peak_lr!r}")
+    if not 0 <= min_lr <= peak_lr:
+        raise ValueError(f"min_lr: expected a number in [0, peak_lr={peak_lr}], got {min_lr!r}")
+    if step < warmup_steps:
+        return peak_lr * (step + 1) / warmup_steps
+    if step >= total_steps:
+        return min_lr
+    progress = (step - warmup_steps) / (total_steps - warmup_steps)
+    return min_lr + (peak_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# --------------------------------------------------------------------------------------------------
+# Training loop
+
+
+@dataclass
+class TrainingHistory:
+    """What :func:`train_model` measured, ready for :func:`~minigpt_lib.plotting.plot_losses`.
+
+    ``train_losses``, ``val_losses`` and ``tokens_seen`` have one entry per evaluation, taken after
+    the optimizer steps listed in ``eval_steps``; ``lrs`` has one rate per step; ``steps`` counts
+    the steps.
+    """
+
+    train_losses: list[float] = field(default_factory=list)
+    val_losses: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    tokens_seen: list[int] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    steps: int = 0
+
+
+@dataclass
+class _Position:
+    """Where the loop stands: what a checkpoint must store to continue exactly."""
+
+    epoch: int = 0
+    batches_done: int = 0  # in the current epoch
+    tokens_seen: int = 0
+    epoch_rng: torch.Tensor | None = None  # CPU generator state when the epoch's loader started
+
+
+def _autocast(device: torch.device, amp: bool):
+    """A bfloat16 autocast context when ``amp`` is on; with ``amp`` off it changes nothing."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp)
+
+
+def _train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    device: torch.device,
+    grad_clip: float | None,
+    amp: bool,
+) -> float:
+    """One optimizer step on one batch; returns the batch loss before the step."""
+    optimizer.zero_grad()
+    with _autocast(device, amp):
+        loss = calc_loss_batch(*batch, model, device)
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.item()
+
+
+def _epoch_batches(train_loader: Iterable[Batch], position: _Position) -> Iterator[Batch]:
+    """Start an epoch's batches, or re-create a half-done epoch's and skip those already trained on.
+
+    Re-creating the loader's iterator from the saved epoch-start generator state gives the same
+    shuffle; the generator state from before the skip is put back afterwards.
+    """
+    if position.batches_done == 0:
+        position.epoch_rng = torch.get_rng_state()
+        return iter(train_loader)
+    now = torch.get_rng_state()
+    torch.set_rng_state(position.epoch_rng)
+    batches = iter(train_loader)
+    for _ in range(position.batches_done):
+        next(batches)
+    torch.set_rng_state(now)
+    return batches
+
+
+def _record_evaluation(
+    history: TrainingHistory, position: _Position, train_loss: float, val_loss: float
+) -> None:
+    """Append an evaluation to ``history`` and print it (above the progress bar, if any)."""
+    history.train_losses.append(train_loss)
+    history.val_losses.append(val_loss)
+    history.eval_steps.append(history.steps)
+    history.tokens_seen.append(position.tokens_seen)
+    tqdm.write(
+        f"epoch {position.epoch + 1}, step {history.steps}: "
+        f"train loss {train_loss:.3f}, val loss {val_loss:.3f}"
+    )
+
+
+def _print_sample(
+    model: nn.Module, tokenizer: Tokenizer, device: torch.device, start_context: str
+) -> None:
+    """Print 50 greedily generated tokens after ``start_context``, on one line (no random draws)."""
+    idx = text_to_token_ids(start_context, tokenizer).to(device)
+    text = token_ids_to_text(generate(model, idx, max_new_tokens=50), tokenizer)
+    tqdm.write(text.replace("\n", " "))
+
+
+def _save(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    tokenizer: Tokenizer | None,
+    history: TrainingHistory,
+    position: _Position,
+) -> None:
+    """Write a checkpoint holding the loop position and history besides model and optimizer."""
+    extra = {
+        "history": asdict(history),
+        "epoch": position.epoch,
+        "batches_done": position.batches_done,
+        "tokens_seen": position.tokens_seen,
+    }
+    save_checkpoint(
+        path,
+        model,
+        optimizer,
+        tokenizer=tokenizer,
+        step=history.steps,
+        extra=extra,
+        tensors={"epoch_rng": position.epoch_rng},
+    )
+
+
+def _resume(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    n_batches: int,
+) -> tuple[TrainingHistory, _Position]:
+    """Load a checkpoint written by :func:`train_model` and return its history and loop position.
+
+    A checkpoint taken after an epoch's last batch resumes at the start of the next epoch.
+    """
+    ckpt = load_checkpoint(path, model, optimizer, restore_rng=True)
+    if "history" not in ckpt.extra:
+        raise ValueError(
+            f"resume_from: {path} was not written by train_model (no loop position in it)"
+        )
+    history = TrainingHistory(**ckpt.extra["history"])
+    position = _Position(
+        epoch=ckpt.extra["epoch"],
+        batches_done=ckpt.extra["batches_done"],
+        tokens_seen=ckpt.extra["tokens_seen"],
+        epoch_rng=ckpt.tensors["epoch_rng"],
+    )
+    if position.batches_done >= n_batches:
+        position.epoch += 1
+        position.batches_done = 0
+    return history, position
+
+
+def _check_train_args(
+    train_loader: Iterable[Batch],
+    val_loader: Iterable[Batch],
+    num_epochs: int | None,
+    max_steps: int | None,
+    eval_freq: int,
+    eval_iter: int,
+    checkpoint_every: int | None,
+    checkpoint_path: str | os.PathLike[str] | None,
+) -> int:
+    """Validate :func:`train_model`'s arguments before any work; return the number of steps."""
+    for name, loader in (("train_loader", train_loader), ("val_loader", val_loader)):
+        if len(loader) == 0:
+            raise ValueError(
+                f"{name}: yields no batches; its text gives fewer windows than batch_size "
+                "(use more text, or a smaller batch_size or max_length)"
+            )
+    if num_epochs is None and max_steps is None:
+        raise ValueError("num_epochs, max_steps: give at least one of them")
+    check_positive_int("eval_freq", eval_freq)
+    check_positive_int("eval_iter", eval_iter)
+    total = math.inf
+    if num_epochs is not None:
+        total = check_positive_int("num_epochs", num_epochs) * len(train_loader)
+    if max_steps is not None:
+        total = min(total, check_positive_int("max_steps", max_steps))
+    if checkpoint_every is not None:
+        check_positive_int("checkpoint_every", checkpoint_every)
+        if checkpoint_path is None:
+            raise ValueError("checkpoint_path: needed when checkpoint_every is set")
+    return total
+
+
+def train_model(
+    model: nn.Module,
+    train_loader: Iterable[Batch],
+    val_loader: Iterable[Batch],
+    optimizer: torch.optim.Optimizer | None = None,
+    device: torch.device | str | None = None,
+    *,
+    num_epochs: int | None = 1,
+    max_steps: int | None = None,
+    eval_freq: int = 5,
+    eval_iter: int = 5,
+    lr: float = 4e-4,
+    weight_decay: float = 0.1,
+    use_schedule: bool = False,
+    warmup_steps: int = 0,
+    min_lr: float = 0.0,
+    grad_clip: float | None = None,
+    amp: bool = False,
+    start_context: str | None = None,
+    tokenizer: Tokenizer | None = None,
+    progress: bool = True,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None,
+    resume_from: str | os.PathLike[str] | None = None,
+) -> TrainingHistory:
+    """Train ``model`` for ``num_epochs`` epochs or ``max_steps`` steps, whichever ends first.
+
+    Evaluates ``eval_iter`` batches of each loader after step 1 and every ``eval_freq`` steps after
+    it (steps 1, 1 + eval_freq, ...), prints a greedy sample after ``start_context`` at the end of
+    each epoch (needs ``tokenizer``), and returns a :class:`TrainingHistory`.
+
+    Without ``optimizer`` an AdamW with ``lr`` and ``weight_decay`` is made. ``use_schedule`` sets
+    each step's rate with :func:`lr_at_step` (peak: the optimizer's starting rate); ``grad_clip``
+    caps the gradient norm; ``amp`` runs forward passes in bfloat16 autocast. With
+    ``checkpoint_path`` a checkpoint is written every ``checkpoint_every`` steps and at the end;
+    ``resume_from`` continues a run from one exactly (same arguments and loaders needed). ``device``
+    defaults to :func:`get_device`.
+    """
+    total_steps = _check_train_args(
+        train_loader,
+        val_loader,
+        num_epochs,
+        max_steps,
+        eval_freq,
+        eval_iter,
+        checkpoint_every,
+        checkpoint_path,
+    )
+    device = torch.device(device) if device is not None else get_device()
+    model.to(device)
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    history, position = TrainingHistory(), _Position()
+    if resume_from is not None:
+        history, position = _resume(resume_from, model, optimizer, len(train_loader))
+    peak_lrs = [group.setdefault("initial_lr", group["lr"]) for group in optimizer.param_groups]
+
+    model.train()
+    with tqdm(total=total_steps, initial=history.steps, disable=not progress, unit="step") as bar:
+        while history.steps < total_steps:
+            for batch in _epoch_batches(train_loader, position):
+                if use_schedule:
+                    for group, peak in zip(optimizer.param_groups, peak_lrs, strict=True):
+                        group["lr"] = lr_at_step(
+                            history.steps, total_steps, peak, warmup_steps, min_lr
+                        )
+                loss = _train_step(model, optimizer, batch, device, grad_clip, amp)
+                history.steps += 1
+                history.lrs.append(optimizer.param_groups[0]["lr"])
+                position.batches_done += 1
+                position.tokens_seen += batch[0].numel()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}")
+
+                if (history.steps - 1) % eval_freq == 0:
+                    with _autocast(device, amp):
+                        losses = evaluate_model(model, train_loader, val_loader, device, eval_iter)
+                    _record_evaluation(history, position, *losses)
+                if checkpoint_every and history.steps % checkpoint_every == 0:
+                    _save(checkpoint_path, model, optimizer, tokenizer, history, position)
+                if history.steps >= total_steps:
+                    break
+
+            if position.batches_done == len(train_loader):  # the epoch ran to its end
+                if start_context is not None and tokenizer is not None:
+                    _print_sample(model, tokenizer, device, start_context)
+                position.epoch += 1
+                position.batches_done = 0
+
+    if checkpoint_path is not None:
+        _save(checkpoint_path, model, optimizer, tokenizer, history, position)
+    return history
