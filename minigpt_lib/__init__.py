@@ -1,6 +1,7 @@
 """minigpt_lib: the GPT-2 model the minigpt book builds, chapter by chapter, ready to import and reuse."""
 
 from .attention import KVCache, LayerKVCache, MultiHeadAttention, explicit_causal_attention
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import (
     GPT_CONFIG_124M,
     GPT_CONFIG_355M,
@@ -10,6 +11,8 @@ from .config import (
     PRESETS,
     validate_config,
 )
+from .corpora import load_text
+from .data import GPTDataset, create_dataloader, train_val_split
 from .generate import filter_logits, generate, generate_text_simple, sample_next_token
 from .layers import GELU, FeedForward, LayerNorm
 from .model import (
@@ -22,37 +25,61 @@ from .model import (
     model_memory_bytes,
 )
 from .tokenizer import CharTokenizer, get_tokenizer, text_to_token_ids, token_ids_to_text
+from .train import (
+    TrainingHistory,
+    calc_loss_batch,
+    calc_loss_loader,
+    evaluate_model,
+    get_device,
+    lr_at_step,
+    perplexity,
+    train_model,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "calc_loss_batch",
+    "calc_loss_loader",
     "CharTokenizer",
+    "count_parameters",
+    "create_dataloader",
     "DummyGPTModel",
     "DummyLayerNorm",
     "DummyTransformerBlock",
+    "evaluate_model",
+    "explicit_causal_attention",
     "FeedForward",
+    "filter_logits",
     "GELU",
-    "GPTModel",
+    "generate",
+    "generate_text_simple",
+    "get_device",
+    "get_tokenizer",
     "GPT_CONFIG_124M",
     "GPT_CONFIG_1558M",
     "GPT_CONFIG_355M",
     "GPT_CONFIG_774M",
     "GPT_CONFIG_SMALL",
+    "GPTDataset",
+    "GPTModel",
     "KVCache",
     "LayerKVCache",
     "LayerNorm",
-    "MultiHeadAttention",
-    "PRESETS",
-    "TransformerBlock",
-    "count_parameters",
-    "explicit_causal_attention",
-    "filter_logits",
-    "generate",
-    "generate_text_simple",
-    "get_tokenizer",
+    "load_checkpoint",
+    "load_text",
+    "lr_at_step",
     "model_memory_bytes",
+    "MultiHeadAttention",
+    "perplexity",
+    "PRESETS",
     "sample_next_token",
+    "save_checkpoint",
     "text_to_token_ids",
     "token_ids_to_text",
+    "train_model",
+    "train_val_split",
+    "TrainingHistory",
+    "TransformerBlock",
     "validate_config",
 ]
