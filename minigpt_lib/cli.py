@@ -2,7 +2,8 @@
 
 ``train`` writes ``checkpoint.safetensors``, ``train_args.json`` and ``history.json`` into
 ``--out``; ``generate`` and ``chat`` read that folder (or a checkpoint file). Errors print one
-``error: ...`` line.
+``error: ...`` line. ``torchrun --nproc_per_node=N -m minigpt_lib train ...`` trains data-parallel
+in N processes (:mod:`minigpt_lib.distributed`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ from .checkpoint import load_checkpoint
 from .config import PRESETS, validate_config
 from .corpora import CORPORA, load_text
 from .data import create_dataloader, train_val_split
+from .distributed import (
+    cleanup,
+    get_world_size,
+    init_distributed,
+    is_main_process,
+    mean_over_processes,
+    shard_loader,
+)
 from .generate import generate
 from .model import GPTModel, count_parameters
 from .tokenizer import CharTokenizer, Tokenizer, get_tokenizer, text_to_token_ids, token_ids_to_text
@@ -235,11 +244,23 @@ def _loaders(
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a model on a text and save the checkpoint, settings and history into ``--out``."""
+    """Train a model on a text and save the checkpoint, settings and history into ``--out``.
+
+    Started by ``torchrun``, every process runs this and they train data-parallel; rank 0 alone
+    prints and writes files.
+    """
     settings = _train_settings(args)
-    out = Path(args.out)
-    device = _device(settings["device"])
-    torch.manual_seed(settings["seed"])
+    device = init_distributed(_device(settings["device"]))
+    try:
+        return _train(settings, Path(args.out), device, resume=args.resume)
+    finally:
+        cleanup()
+
+
+def _train(settings: dict[str, Any], out: Path, device: torch.device, resume: bool) -> int:
+    """Build data and model from ``settings``, train, write the files and print the final losses."""
+    main_process = is_main_process()
+    torch.manual_seed(settings["seed"])  # the same in every process: same weights, same shuffle
     text = load_text(settings["text"])
     tokenizer = (
         CharTokenizer.from_text(text) if settings["tokenizer"] == "char" else get_tokenizer()
@@ -249,12 +270,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if settings["sample_prompt"] is not None:
         text_to_token_ids(settings["sample_prompt"], tokenizer)  # fail now, not after an epoch
     model = GPTModel(cfg)
-    print(
-        f"model: {count_parameters(model):,} parameters; data: {len(train_loader)} training and "
-        f"{len(val_loader)} validation batches; device: {device}"
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / ARGS_NAME).write_text(json.dumps(settings, indent=2) + "\n")
+    if main_process:
+        processes = f" (rank 0 of {get_world_size()} processes)" if get_world_size() > 1 else ""
+        print(
+            f"model: {count_parameters(model):,} parameters; data: {len(train_loader)} training "
+            f"and {len(val_loader)} validation batches; device: {device}{processes}"
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ARGS_NAME).write_text(json.dumps(settings, indent=2) + "\n")
     history = train_model(
         model,
         train_loader,
@@ -276,15 +299,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not settings["quiet"],
         checkpoint_path=out / CHECKPOINT_NAME,
         checkpoint_every=settings["checkpoint_every"],
-        resume_from=out / CHECKPOINT_NAME if args.resume else None,
+        resume_from=out / CHECKPOINT_NAME if resume else None,
     )
-    (out / "history.json").write_text(json.dumps(asdict(history)) + "\n")
-    train_loss, val_loss = evaluate_model(model, train_loader, val_loader, device, eval_iter=None)
-    print(
-        f"after {history.steps} steps: train loss {train_loss:.3f} "
-        f"(perplexity {perplexity(train_loss):.1f}), val loss {val_loss:.3f} "
-        f"(perplexity {perplexity(val_loss):.1f}); saved {out / CHECKPOINT_NAME}"
+    losses = evaluate_model(
+        model, shard_loader(train_loader), shard_loader(val_loader), device, eval_iter=None
     )
+    train_loss, val_loss = map(mean_over_processes, losses)
+    if main_process:
+        (out / "history.json").write_text(json.dumps(asdict(history)) + "\n")
+        print(
+            f"after {history.steps} steps: train loss {train_loss:.3f} "
+            f"(perplexity {perplexity(train_loss):.1f}), val loss {val_loss:.3f} "
+            f"(perplexity {perplexity(val_loss):.1f}); saved {out / CHECKPOINT_NAME}"
+        )
     return 0
 
 
@@ -338,7 +365,9 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train a GPT on a text file or a sample corpus",
         description="Pretrain a GPT model on a text (next-token prediction) and save a checkpoint.",
-        epilog="example: python -m minigpt_lib train the-verdict --epochs 10 --out runs/verdict",
+        epilog="example: python -m minigpt_lib train the-verdict --epochs 10 --out runs/verdict; "
+        "data-parallel on 2 GPUs or CPU processes: torchrun --nproc_per_node=2 -m minigpt_lib "
+        "train ... (--batch-size is the global batch, split between the processes)",
     )
     d = TRAIN_DEFAULTS
     p.add_argument(
@@ -367,7 +396,11 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "--epochs", type=int, help="passes over the training text (default: 1 without --max-steps)"
     )
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    p.add_argument("--batch-size", type=int, help=f"windows per batch (default: {d['batch_size']})")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"windows per batch, split between torchrun's processes (default: {d['batch_size']})",
+    )
     p.add_argument(
         "--lr",
         type=float,

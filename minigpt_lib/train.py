@@ -10,9 +10,11 @@ state now. Resuming restarts the epoch from the first state (same batch order), 
 already trained on, then restores the second state (same dropout masks), so the losses continue as
 if training had never stopped.
 
-Data-parallel training (``torchrun`` + ``DistributedDataParallel``) is not implemented; it would
-wrap the model and give each process a ``DistributedSampler``, with only rank 0 printing and saving.
-Checkpoints already store the unwrapped model (:func:`~minigpt_lib.checkpoint.unwrap_model`).
+Data-parallel training: in processes started by ``torchrun`` (after
+:func:`~minigpt_lib.distributed.init_distributed`), the loop wraps the model in
+``DistributedDataParallel`` and gives each process its share of every batch
+(:mod:`minigpt_lib.distributed`). Logged losses are means over the processes, so they match one
+process's; only rank 0 prints, shows progress and writes checkpoints (of the unwrapped model).
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import check_positive_int
+from .distributed import (
+    barrier,
+    get_world_size,
+    is_main_process,
+    mean_over_processes,
+    shard_loader,
+    wrap_model,
+)
 from .generate import generate
 from .tokenizer import Tokenizer, text_to_token_ids, token_ids_to_text
 
@@ -166,8 +176,8 @@ class TrainingHistory:
     """What :func:`train_model` measured, ready for :func:`~minigpt_lib.plotting.plot_losses`.
 
     ``train_losses``, ``val_losses`` and ``tokens_seen`` have one entry per evaluation, taken after
-    the optimizer steps listed in ``eval_steps``; ``lrs`` has one rate per step; ``steps`` counts
-    the steps.
+    the optimizer steps listed in ``eval_steps``; ``lrs`` and ``step_losses`` (the batch's loss
+    before its update) have one entry per step; ``steps`` counts the steps.
     """
 
     train_losses: list[float] = field(default_factory=list)
@@ -175,6 +185,7 @@ class TrainingHistory:
     eval_steps: list[int] = field(default_factory=list)
     tokens_seen: list[int] = field(default_factory=list)
     lrs: list[float] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)
     steps: int = 0
 
 
@@ -201,7 +212,10 @@ def _train_step(
     grad_clip: float | None,
     amp: bool,
 ) -> float:
-    """One optimizer step on one batch; returns the batch loss before the step."""
+    """One optimizer step on one batch; returns the batch loss before the step.
+
+    In a data-parallel run that is the mean over the processes: the loss of the whole global batch.
+    """
     optimizer.zero_grad()
     with _autocast(device, amp):
         loss = calc_loss_batch(*batch, model, device)
@@ -209,7 +223,7 @@ def _train_step(
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
-    return loss.item()
+    return mean_over_processes(loss.item())
 
 
 def _epoch_batches(train_loader: Iterable[Batch], position: _Position) -> Iterator[Batch]:
@@ -238,10 +252,11 @@ def _record_evaluation(
     history.val_losses.append(val_loss)
     history.eval_steps.append(history.steps)
     history.tokens_seen.append(position.tokens_seen)
-    tqdm.write(
-        f"epoch {position.epoch + 1}, step {history.steps}: "
-        f"train loss {train_loss:.3f}, val loss {val_loss:.3f}"
-    )
+    if is_main_process():
+        tqdm.write(
+            f"epoch {position.epoch + 1}, step {history.steps}: "
+            f"train loss {train_loss:.3f}, val loss {val_loss:.3f}"
+        )
 
 
 def _print_sample(
@@ -261,22 +276,27 @@ def _save(
     history: TrainingHistory,
     position: _Position,
 ) -> None:
-    """Write a checkpoint holding the loop position and history besides model and optimizer."""
+    """Write a checkpoint holding the loop position and history besides model and optimizer.
+
+    Only rank 0 writes; the other processes wait until the file is complete.
+    """
     extra = {
         "history": asdict(history),
         "epoch": position.epoch,
         "batches_done": position.batches_done,
         "tokens_seen": position.tokens_seen,
     }
-    save_checkpoint(
-        path,
-        model,
-        optimizer,
-        tokenizer=tokenizer,
-        step=history.steps,
-        extra=extra,
-        tensors={"epoch_rng": position.epoch_rng},
-    )
+    if is_main_process():
+        save_checkpoint(
+            path,
+            model,
+            optimizer,
+            tokenizer=tokenizer,
+            step=history.steps,
+            extra=extra,
+            tensors={"epoch_rng": position.epoch_rng},
+        )
+    barrier()
 
 
 def _resume(
@@ -377,6 +397,9 @@ def train_model(
     ``checkpoint_path`` a checkpoint is written every ``checkpoint_every`` steps and at the end;
     ``resume_from`` continues a run from one exactly (same arguments and loaders needed). ``device``
     defaults to :func:`get_device`.
+
+    In a data-parallel run (see :mod:`minigpt_lib.distributed`) the loaders' batches are global:
+    each process takes its share, and every process returns the same history.
     """
     total_steps = _check_train_args(
         train_loader,
@@ -396,6 +419,11 @@ def train_model(
     if resume_from is not None:
         history, position = _resume(resume_from, model, optimizer, len(train_loader))
     peak_lrs = [group.setdefault("initial_lr", group["lr"]) for group in optimizer.param_groups]
+    # Data-parallel runs step through the wrapper (gradients averaged over processes) on this
+    # process's share of each batch; evaluation, samples and checkpoints use the plain model.
+    parallel_model = wrap_model(model, device)
+    train_loader, val_loader = shard_loader(train_loader), shard_loader(val_loader)
+    progress = progress and is_main_process()  # one progress bar, not one per process
 
     model.train()
     with tqdm(total=total_steps, initial=history.steps, disable=not progress, unit="step") as bar:
@@ -406,25 +434,26 @@ def train_model(
                         group["lr"] = lr_at_step(
                             history.steps, total_steps, peak, warmup_steps, min_lr
                         )
-                loss = _train_step(model, optimizer, batch, device, grad_clip, amp)
+                loss = _train_step(parallel_model, optimizer, batch, device, grad_clip, amp)
                 history.steps += 1
                 history.lrs.append(optimizer.param_groups[0]["lr"])
+                history.step_losses.append(loss)
                 position.batches_done += 1
-                position.tokens_seen += batch[0].numel()
+                position.tokens_seen += batch[0].numel() * get_world_size()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
 
                 if (history.steps - 1) % eval_freq == 0:
                     with _autocast(device, amp):
                         losses = evaluate_model(model, train_loader, val_loader, device, eval_iter)
-                    _record_evaluation(history, position, *losses)
+                    _record_evaluation(history, position, *map(mean_over_processes, losses))
                 if checkpoint_every and history.steps % checkpoint_every == 0:
                     _save(checkpoint_path, model, optimizer, tokenizer, history, position)
                 if history.steps >= total_steps:
                     break
 
             if position.batches_done == len(train_loader):  # the epoch ran to its end
-                if start_context is not None and tokenizer is not None:
+                if start_context is not None and tokenizer is not None and is_main_process():
                     _print_sample(model, tokenizer, device, start_context)
                 position.epoch += 1
                 position.batches_done = 0
