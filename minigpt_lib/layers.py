@@ -1,4 +1,4 @@
-"""The building blocks inside a transformer block: layer normalization, GELU and the feed-forward network."""
+"""The building blocks of GPT: layer normalization, GELU, the feed-forward network and the output-head loss."""
 
 from __future__ import annotations
 
@@ -52,3 +52,82 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Output head + cross-entropy, a few rows at a time, with the gradients computed on the way forward.
+
+    The plain path keeps ``(rows, vocab)`` logits, their log-softmax and two gradients of that size in
+    memory; here each chunk's logits are turned into the loss and into their gradient
+    ``softmax - one_hot`` at once, while they are still in cache, and then dropped.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_size, ignore_index):  # noqa: ANN001, ANN205
+        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        device = hidden.device.type
+        # Under autocast the matmuls run in the low-precision dtype; softmax and sums stay in float32.
+        mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+        acc_dtype = torch.promote_types(hidden.dtype, torch.float32)
+        valid = targets != ignore_index
+        n_valid = valid.sum().clamp(min=1)
+        safe_targets = targets.masked_fill(~valid, 0).unsqueeze(1)
+        grad_hidden = torch.empty_like(hidden) if need_hidden else None
+        grad_weight = torch.zeros_like(weight) if need_weight else None
+        total = hidden.new_zeros((), dtype=acc_dtype)
+        with torch.autocast(device, enabled=False):
+            w = weight.to(mm_dtype)
+            for start in range(0, hidden.shape[0], chunk_size):
+                rows = slice(start, start + chunk_size)
+                h = hidden[rows].to(mm_dtype)
+                logits = (h @ w.T).to(acc_dtype)
+                lse = torch.logsumexp(logits, dim=-1)
+                target_logits = logits.gather(1, safe_targets[rows]).squeeze(1)
+                keep = valid[rows].to(acc_dtype)
+                total += ((lse - target_logits) * keep).sum()
+                if need_hidden or need_weight:
+                    grad = logits.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place of the logits
+                    grad.scatter_add_(1, safe_targets[rows], -keep.unsqueeze(1))  # minus the one-hot target
+                    grad = grad.mul_((keep / n_valid).unsqueeze(1)).to(mm_dtype)
+                    if need_hidden:
+                        grad_hidden[rows] = grad @ w
+                    if need_weight:
+                        if mm_dtype == grad_weight.dtype:
+                            grad_weight.addmm_(grad.T, h)
+                        else:
+                            grad_weight += grad.T @ h
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        return total / n_valid
+
+    @staticmethod
+    def backward(ctx, grad_output):  # noqa: ANN001, ANN205
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return (
+            None if grad_hidden is None else grad_hidden * grad_output,
+            None if grad_weight is None else grad_weight * grad_output,
+            None,
+            None,
+            None,
+        )
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    chunk_size: int = 128,
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    """Mean cross-entropy of ``hidden @ weight.T`` against ``targets``, without materializing all the logits.
+
+    Same value and gradients as ``F.cross_entropy(hidden @ weight.T, targets)`` for ``hidden`` ``(rows,
+    emb_dim)``, ``weight`` ``(vocab, emb_dim)`` and ``targets`` ``(rows,)``; it only ever holds
+    ``(chunk_size, vocab)`` logits, which saves memory and time when the vocabulary is large.
+    """
+    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"hidden, weight: expected (rows, d) and (vocab, d), got {tuple(hidden.shape)} and {tuple(weight.shape)}"
+        )
+    if targets.shape != hidden.shape[:1]:
+        raise ValueError(f"targets: expected shape ({hidden.shape[0]},), got {tuple(targets.shape)}")
+    return _LinearCrossEntropy.apply(hidden, weight, targets, chunk_size, ignore_index)

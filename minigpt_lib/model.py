@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from .attention import KVCache, LayerKVCache, MultiHeadAttention
 from .config import validate_config
-from .layers import FeedForward, LayerNorm
+from .layers import FeedForward, LayerNorm, linear_cross_entropy
 
 
 class DummyTransformerBlock(nn.Module):
@@ -134,14 +134,27 @@ class GPTModel(nn.Module):
                 f"got values from {int(low)} to {int(high)}"
             )
 
-    def forward(self, in_idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self, in_idx: torch.Tensor, kv_cache: KVCache | None = None, targets: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits ``(batch, tokens, vocab_size)``; with ``targets`` ``(batch, tokens)``, the mean cross-entropy.
+
+        The loss path equals ``F.cross_entropy(logits.flatten(0, 1), targets.flatten())`` but never holds
+        all the logits at once (see :func:`~minigpt_lib.layers.linear_cross_entropy`): faster, less memory.
+        """
         start = kv_cache.length if kv_cache is not None else 0
         self._check_input(in_idx, start)
+        if targets is not None and (not isinstance(targets, torch.Tensor) or targets.shape != in_idx.shape):
+            got = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
+            raise ValueError(f"targets: expected a tensor of shape {tuple(in_idx.shape)} like in_idx, got {got}")
         positions = torch.arange(start, start + in_idx.shape[1], device=in_idx.device)
         x = self.drop_emb(self.tok_emb(in_idx) + self.pos_emb(positions))
         for i, block in enumerate(self.trf_blocks):
             x = block(x, kv_cache.layers[i] if kv_cache is not None else None)
-        return self.out_head(self.final_norm(x))
+        x = self.final_norm(x)
+        if targets is not None:
+            return linear_cross_entropy(x.flatten(0, 1), self.out_head.weight, targets.flatten())
+        return self.out_head(x)
 
 
 def count_parameters(model: nn.Module, include_out_head: bool = True) -> int:
