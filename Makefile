@@ -32,7 +32,7 @@ TEST_DIRS := $(wildcard tests notebooks)
 # npm's record of an install; rebuilt by `npm ci` when package.json or its lockfile change.
 ASSETS := $(if $(HAVE_NPM),node_modules/.package-lock.json)
 
-.PHONY: setup book test lint clean
+.PHONY: setup book test lint clean bench bench-quick
 
 setup: $(STAMP) $(ASSETS)
 ifeq ($(HAVE_NPM),)
@@ -62,6 +62,12 @@ lint: setup
 test: setup lint book
 	$(BIN)/python -m pytest $(TEST_DIRS) --nbval \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+bench: setup  ## minigpt_lib vs HF transformers and llms-from-scratch (long on a CPU)
+	bash benchmarks/run.sh --json _build/bench.jsonl
+
+bench-quick: setup
+	bash benchmarks/run.sh --quick
 
 clean:
 	rm -rf _build
