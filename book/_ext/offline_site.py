@@ -82,6 +82,9 @@ def _copy_assets(app: Sphinx, exception: Exception | None) -> None:
         if p.suffix != ".map" and p.name not in ("embed.js", "libembed-amd.js")
     ]
     _copy(sources[MANAGER], offline / MANAGER, manager)
+    # Icon fonts (a Button's icon, say) are requested from the scope folder, not from dist/.
+    fonts = [name for name in manager if Path(name).suffix in {".woff", ".woff2", ".ttf", ".eot", ".svg"}]
+    _copy(sources[MANAGER], offline / MANAGER.split("/")[0], fonts)
     _copy(sources["require.js"].parent, offline, ["require.js"])
     _copy(HERE, offline, [WIDGETS_HELPER])
 
