@@ -186,6 +186,7 @@ def sample_text(
     Sampling draws from a private ``torch.Generator`` seeded with ``seed``: the same settings always give the
     same text, and torch's global random state is left untouched. Temperature 0 means greedy decoding.
     """
+    _check_model(model)
     if not isinstance(prompt, str) or not prompt:
         raise ValueError(f"prompt: expected some text to continue, got {prompt!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -225,6 +226,7 @@ class GenerationPlayground:
         top_p: float | None = None,
         seed: int = 123,
     ) -> None:
+        _check_model(model)
         top_k, top_p = top_k or 0, 1.0 if top_p is None else top_p
         for name, value, low, high in (
             ("max_new_tokens", max_new_tokens, 1, 200),

@@ -132,6 +132,13 @@ def test_starting_values_outside_the_sliders_are_refused(model, tokenizer, name,
         GenerationPlayground(model, tokenizer, **{name: value})
 
 
+def test_only_gpt_models_are_accepted(tokenizer):
+    with pytest.raises(TypeError, match="model"):
+        generation_playground(torch.nn.Linear(2, 2), tokenizer)
+    with pytest.raises(TypeError, match="model"):
+        sample_text(torch.nn.Linear(2, 2), "every", tokenizer)
+
+
 def test_sample_text_checks_its_arguments(model, tokenizer):
     with pytest.raises(TypeError, match="seed"):
         sample_text(model, "every", tokenizer, seed=1.5)
