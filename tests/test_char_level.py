@@ -1,33 +1,20 @@
 """Character-level models end to end: ``train --tokenizer char``, then ``chat`` and ``generate`` on the checkpoint."""
 
 import io
-import os
-import subprocess
 import sys
 
 import pytest
 import torch
+from cli_runner import run_cli
 
 from minigpt_lib import CharTokenizer, GPTModel, generate, load_checkpoint, load_text, save_checkpoint
 from minigpt_lib.cli import main
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # keeps TIKTOKEN_CACHE_DIR and MINIGPT_DATA_DIR
 TINY = {"emb_dim": 32, "n_layers": 2, "n_heads": 2, "context_length": 32}
 NEW = 12  # characters generated per prompt
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def minigpt(*args, stdin=None):
-    """Run ``python -m minigpt_lib ARGS`` in a fresh process, feeding ``stdin``."""
-    return subprocess.run(
-        [sys.executable, "-m", "minigpt_lib", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=120,
-    )
 
 
 def sampling(seed="7"):
@@ -45,7 +32,7 @@ def checkpoint(tmp_path_factory):
     """A char-level model trained for 3 steps through the command line."""
     out = tmp_path_factory.mktemp("char_run")
     sizes = [f"--set={key}={value}" for key, value in TINY.items() if key != "context_length"]
-    result = minigpt(
+    result = run_cli(
         "train", "the-verdict", "--tokenizer", "char", *sizes, "--context-length", str(TINY["context_length"]),
         "--batch-size", "4", "--max-steps", "3", "--eval-freq", "2", "--eval-iter", "1",
         "--device", "cpu", "--quiet", "--out", str(out),
@@ -72,7 +59,7 @@ def test_train_stores_a_character_model_and_its_vocabulary(checkpoint, vocab):
 
 
 def test_chat_continues_each_prompt_from_stdin(checkpoint, vocab):
-    result = minigpt("chat", str(checkpoint), *sampling(), stdin="Every effort\nI had\n")
+    result = run_cli("chat", str(checkpoint), *sampling(), stdin="Every effort\nI had\n")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     # Two answers, each the prompt plus NEW generated characters (which may include newlines).
@@ -85,7 +72,7 @@ def test_chat_continues_each_prompt_from_stdin(checkpoint, vocab):
 
 def test_chat_reports_an_unknown_character_on_one_line_and_goes_on(checkpoint):
     # 'K' never occurs in the story, so the character vocabulary lacks it.
-    result = minigpt("chat", str(checkpoint), *sampling(), stdin="I had\nKeep it\nShe\n")
+    result = run_cli("chat", str(checkpoint), *sampling(), stdin="I had\nKeep it\nShe\n")
     assert result.returncode == 0, result.stderr
     assert result.stderr == "error: text: character 'K' is not in this tokenizer's 62-character vocabulary\n"
     assert result.stdout.startswith("I had") and "\nShe" in result.stdout

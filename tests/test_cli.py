@@ -1,12 +1,12 @@
 """Tests for the command line: train, generate and chat end to end, help and one-line errors."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 
 import pytest
+from cli_runner import ENV, run_cli
 
 from minigpt_lib.checkpoint import load_checkpoint
 from minigpt_lib.cli import main
@@ -14,21 +14,9 @@ from minigpt_lib.cli import main
 # A tiny character-level model: emb 32, 2 layers, 2 heads, context 32.
 TINY = "--tokenizer char --set emb_dim=32 --set n_layers=2 --set n_heads=2 --context-length 32"
 TINY = [*TINY.split(), *"--batch-size 4 --eval-freq 2 --eval-iter 1 --quiet".split()]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # keeps TIKTOKEN_CACHE_DIR and MINIGPT_DATA_DIR
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def run(*args, stdin=None):
-    """Run ``python -m minigpt_lib ARGS`` in a fresh process."""
-    return subprocess.run(
-        [sys.executable, "-m", "minigpt_lib", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=120,
-    )
 
 
 def assert_one_line_error(stderr):
@@ -39,7 +27,7 @@ def assert_one_line_error(stderr):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    result = run("train", "the-verdict", "--max-steps", "4", "--out", str(out), *TINY)
+    result = run_cli("train", "the-verdict", "--max-steps", "4", "--out", str(out), *TINY)
     assert result.returncode == 0, result.stderr
     assert "after 4 steps: train loss" in result.stdout
     return out
@@ -59,7 +47,7 @@ def test_train_writes_checkpoint_settings_and_history(run_dir):
 
 
 def test_generate_continues_the_prompt(run_dir):
-    result = run("generate", str(run_dir), "--prompt", "Every effort", "--max-new-tokens", "20")
+    result = run_cli("generate", str(run_dir), "--prompt", "Every effort", "--max-new-tokens", "20")
     assert result.returncode == 0, result.stderr
     assert (
         result.stdout.startswith("Every effort")
@@ -68,7 +56,7 @@ def test_generate_continues_the_prompt(run_dir):
 
 
 def test_chat_reads_prompts_until_end_of_input(run_dir):
-    result = run(
+    result = run_cli(
         "chat",
         str(run_dir),
         "--max-new-tokens",
@@ -111,7 +99,7 @@ def test_chat_ends_cleanly_on_ctrl_c(run_dir):
 
 
 def test_missing_text_file_is_a_one_line_error(tmp_path):
-    result = run("train", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "out"))
+    result = run_cli("train", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "out"))
     assert result.returncode == 1
     assert_one_line_error(result.stderr)
     assert "known corpus names: the-verdict" in result.stderr
