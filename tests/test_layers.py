@@ -8,7 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minigpt_lib.config import GPT_CONFIG_124M
-from minigpt_lib.layers import GELU, FeedForward, LayerNorm
+from minigpt_lib.layers import GELU, FeedForward, LayerNorm, linear_cross_entropy
+from minigpt_lib.model import GPTModel
 
 
 @pytest.fixture
@@ -145,3 +146,38 @@ def test_feed_forward_equals_its_three_steps_and_works_token_by_token():
     x2 = x.clone()
     x2[:, 4] += 1.0
     torch.testing.assert_close(ffn(x2)[:, :4], ffn(x)[:, :4])
+
+
+@pytest.mark.parametrize("chunk_size", [3, 128])
+def test_linear_cross_entropy_matches_logits_then_cross_entropy(chunk_size):
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(10, 8, generator=gen, requires_grad=True)
+    weight = torch.randn(50, 8, generator=gen, requires_grad=True)
+    targets = torch.randint(0, 50, (10,), generator=gen)
+    targets[2] = -100  # ignored, like padding
+    fused = linear_cross_entropy(hidden, weight, targets, chunk_size=chunk_size)
+    fused_grads = torch.autograd.grad(fused, (hidden, weight))
+    plain = F.cross_entropy(hidden @ weight.T, targets)
+    plain_grads = torch.autograd.grad(plain, (hidden, weight))
+    torch.testing.assert_close(fused, plain)
+    for got, expected in zip(fused_grads, plain_grads, strict=True):
+        torch.testing.assert_close(got, expected)
+
+
+def test_linear_cross_entropy_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="targets: expected shape"):
+        linear_cross_entropy(torch.randn(4, 8), torch.randn(50, 8), torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="hidden, weight"):
+        linear_cross_entropy(torch.randn(4, 8), torch.randn(50, 7), torch.zeros(4, dtype=torch.long))
+
+
+def test_model_loss_path_equals_cross_entropy_of_its_logits():
+    cfg = {**GPT_CONFIG_124M, "vocab_size": 60, "context_length": 8, "emb_dim": 16, "n_heads": 2, "n_layers": 1,
+           "drop_rate": 0.0}
+    torch.manual_seed(0)
+    model = GPTModel(cfg)
+    idx, targets = torch.randint(0, 60, (2, 8)), torch.randint(0, 60, (2, 8))
+    expected = F.cross_entropy(model(idx).flatten(0, 1), targets.flatten())
+    torch.testing.assert_close(model(idx, targets=targets), expected)
+    with pytest.raises(ValueError, match="targets: expected a tensor of shape"):
+        model(idx, targets=targets[:, :4])
