@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minigpt_lib import GPTModel, generate
+from minigpt_lib.matmul import onednn_enabled, use_onednn
 
 #: "Hello, I am" in the GPT-2 tokenizer: a short prompt that needs no tokenizer files.
 PROMPT_IDS = [15496, 11, 314, 716]
@@ -31,7 +32,7 @@ class Implementation:
     loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None
     generate: Callable[[nn.Module, torch.Tensor, int, bool], torch.Tensor]
     cache_modes: tuple[bool, ...] = (False, True)
-    ours: bool = False
+    ours: bool = False  # the one the ratios are about; other "minigpt" variants are shown but are no peers
 
 
 def _plain_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -40,10 +41,29 @@ def _plain_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
 
 
 def _ours() -> list[Implementation]:
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return model(x, targets=y)
+
     def gen(model: nn.Module, idx: torch.Tensor, n: int, use_cache: bool) -> torch.Tensor:
         return generate(model, idx, n, use_cache=use_cache)
 
-    return [Implementation("minigpt (ours)", GPTModel, lambda model, x, y: model(x, targets=y), gen, ours=True)]
+    impls = [Implementation("minigpt (ours)", GPTModel, loss, gen, ours=True)]
+    if onednn_enabled():  # the same code with PyTorch's default float32 products: the before/after of the oneDNN path
+        impls.append(Implementation("minigpt, oneDNN off", GPTModel, _without_onednn(loss), _without_onednn(gen)))
+    return impls
+
+
+def _without_onednn(fn: Callable) -> Callable:
+    """``fn`` run with :func:`minigpt_lib.matmul.use_onednn` off (the backward pass follows the forward's choice)."""
+
+    def wrapped(*args: Any) -> Any:
+        previous = use_onednn(False)
+        try:
+            return fn(*args)
+        finally:
+            use_onednn(previous)
+
+    return wrapped
 
 
 def _huggingface() -> list[Implementation]:

@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .matmul import Linear
+
 
 class LayerKVCache:
     """Keys and values of the tokens one attention layer has already seen, in a buffer that grows in place.
@@ -105,10 +107,10 @@ class MultiHeadAttention(nn.Module):
         self.head_dim = d_out // num_heads
         self.context_length = context_length
         self.use_fast = use_fast
-        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.out_proj = nn.Linear(d_out, d_out)
+        self.W_query = Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = Linear(d_in, d_out, bias=qkv_bias)
+        self.out_proj = Linear(d_out, d_out)
         self.dropout = nn.Dropout(dropout)
         # True above the diagonal: position i may not look at positions j > i.
         causal = torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), diagonal=1)

@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .matmul import Linear, mm_t, uses_onednn
+
 
 class LayerNorm(nn.Module):
     """Normalize each token vector to mean 0 and variance 1, then apply a learned scale and shift.
@@ -45,9 +47,9 @@ class FeedForward(nn.Module):
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Linear(cfg["emb_dim"], 4 * cfg["emb_dim"]),
+            Linear(cfg["emb_dim"], 4 * cfg["emb_dim"]),
             GELU(),
-            nn.Linear(4 * cfg["emb_dim"], cfg["emb_dim"]),
+            Linear(4 * cfg["emb_dim"], cfg["emb_dim"]),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,53 +71,60 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # Under autocast the matmuls run in the low-precision dtype; softmax and sums stay in float32.
         mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
         acc_dtype = torch.promote_types(hidden.dtype, torch.float32)
+        onednn = uses_onednn(hidden, weight)
         valid = targets != ignore_index
         n_valid = valid.sum().clamp(min=1)
         safe_targets = targets.masked_fill(~valid, 0).unsqueeze(1)
         grad_hidden = torch.empty_like(hidden) if need_hidden else None
-        grad_weight = torch.zeros_like(weight) if need_weight else None
+        grad_weight = None
         total = hidden.new_zeros((), dtype=acc_dtype)
         with torch.autocast(device, enabled=False):
             w = weight.to(mm_dtype)
             for start in range(0, hidden.shape[0], chunk_size):
                 rows = slice(start, start + chunk_size)
                 h = hidden[rows].to(mm_dtype)
-                logits = (h @ w.T).to(acc_dtype)
-                lse = torch.logsumexp(logits, dim=-1)
+                logits = (mm_t(h, w) if onednn else h @ w.T).to(acc_dtype)
                 target_logits = logits.gather(1, safe_targets[rows]).squeeze(1)
-                keep = valid[rows].to(acc_dtype)
-                total += ((lse - target_logits) * keep).sum()
-                if need_hidden or need_weight:
-                    grad = logits.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place of the logits
-                    grad.scatter_add_(1, safe_targets[rows], -keep.unsqueeze(1))  # minus the one-hot target
-                    grad = grad.mul_((keep / n_valid).unsqueeze(1)).to(mm_dtype)
-                    if need_hidden:
-                        grad_hidden[rows] = grad @ w
-                    if need_weight:
-                        if mm_dtype == grad_weight.dtype:
-                            grad_weight.addmm_(grad.T, h)
-                        else:
-                            grad_weight += grad.T @ h
+                # One pass of exp, in place of the logits: e = exp(logits - max), logsumexp = max + log(sum(e)).
+                row_max = logits.amax(dim=1, keepdim=True)
+                exps = logits.sub_(row_max).exp_()
+                row_sum = exps.sum(dim=1, keepdim=True)
+                weight_per_row = valid[rows].to(acc_dtype).unsqueeze(1) / n_valid  # 1/n, or 0 for ignored rows
+                total += ((row_max + row_sum.log()).squeeze(1) - target_logits) @ weight_per_row.squeeze(1)
+                if not (need_hidden or need_weight):
+                    continue
+                # d loss / d logits = (softmax - one_hot(target)) / n, row by row.
+                grad = exps.mul_(weight_per_row / row_sum)
+                grad = grad.scatter_add_(1, safe_targets[rows], -weight_per_row).to(mm_dtype)
+                if need_hidden:
+                    grad_hidden[rows] = mm_t(grad, w.T) if onednn else grad @ w
+                if need_weight:
+                    if grad_weight is None:
+                        grad_weight = (mm_t(grad.T, h.T) if onednn else grad.T @ h).to(weight.dtype)
+                    elif onednn:
+                        grad_weight += mm_t(grad.T, h.T)
+                    elif grad_weight.dtype == mm_dtype:
+                        grad_weight.addmm_(grad.T, h)  # in place: no temporary of the weight's size
+                    else:
+                        grad_weight += grad.T @ h
+        if need_weight and grad_weight is None:  # no rows at all
+            grad_weight = torch.zeros_like(weight)
         ctx.save_for_backward(grad_hidden, grad_weight)
-        return total / n_valid
+        return total
 
     @staticmethod
     def backward(ctx, grad_output):  # noqa: ANN001, ANN205
-        grad_hidden, grad_weight = ctx.saved_tensors
-        return (
-            None if grad_hidden is None else grad_hidden * grad_output,
-            None if grad_weight is None else grad_weight * grad_output,
-            None,
-            None,
-            None,
-        )
+        # loss.backward() passes 1: hand the stored gradients over as they are instead of copying them.
+        scale = None if bool(grad_output == 1) else grad_output
+        grads = [g if g is None or scale is None else g * scale for g in ctx.saved_tensors]
+        return grads[0], grads[1], None, None, None
 
 
 def linear_cross_entropy(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     targets: torch.Tensor,
-    chunk_size: int = 128,
+    chunk_size: int = 512,
     ignore_index: int = -100,
 ) -> torch.Tensor:
     """Mean cross-entropy of ``hidden @ weight.T`` against ``targets``, without materializing all the logits.
@@ -130,4 +139,6 @@ def linear_cross_entropy(
         )
     if targets.shape != hidden.shape[:1]:
         raise ValueError(f"targets: expected shape ({hidden.shape[0]},), got {tuple(targets.shape)}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size: expected an integer >= 1, got {chunk_size!r}")
     return _LinearCrossEntropy.apply(hidden, weight, targets, chunk_size, ignore_index)

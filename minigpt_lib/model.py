@@ -13,6 +13,7 @@ import torch.nn as nn
 from .attention import KVCache, LayerKVCache, MultiHeadAttention
 from .config import validate_config
 from .layers import FeedForward, LayerNorm, linear_cross_entropy
+from .matmul import Linear
 
 
 class DummyTransformerBlock(nn.Module):
@@ -102,7 +103,7 @@ class GPTModel(nn.Module):
         self.drop_emb = nn.Dropout(cfg["drop_rate"])
         self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg) for _ in range(cfg["n_layers"])])
         self.final_norm = LayerNorm(cfg["emb_dim"])
-        self.out_head = nn.Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
+        self.out_head = Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
         if cfg["tie_weights"]:
             self.out_head.weight = self.tok_emb.weight
 
