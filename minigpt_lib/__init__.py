@@ -13,7 +13,7 @@ from .config import (
 )
 from .corpora import load_text
 from .data import GPTDataset, create_dataloader, train_val_split
-from .generate import filter_logits, generate, generate_text_simple, sample_next_token
+from .generate import complete, filter_logits, generate, generate_text_simple, sample_next_token
 from .layers import GELU, FeedForward, LayerNorm
 from .model import (
     DummyGPTModel,
@@ -42,6 +42,7 @@ __all__ = [
     "calc_loss_batch",
     "calc_loss_loader",
     "CharTokenizer",
+    "complete",
     "count_parameters",
     "create_dataloader",
     "DummyGPTModel",

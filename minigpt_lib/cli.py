@@ -32,9 +32,9 @@ from .distributed import (
     mean_over_processes,
     shard_loader,
 )
-from .generate import generate
+from .generate import complete
 from .model import GPTModel, count_parameters
-from .tokenizer import CharTokenizer, Tokenizer, get_tokenizer, text_to_token_ids, token_ids_to_text
+from .tokenizer import CharTokenizer, Tokenizer, get_tokenizer, text_to_token_ids
 from .train import evaluate_model, get_device, perplexity, train_model
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -121,19 +121,16 @@ def _complete(
     generator: torch.Generator,
 ) -> str:
     """The prompt followed by up to ``--max-new-tokens`` generated tokens, as text."""
-    if not prompt:
-        raise ValueError("prompt: expected some text to continue, got an empty string")
-    idx = text_to_token_ids(prompt, tokenizer).to(generator.device)
-    out = generate(
+    return complete(
         model,
-        idx,
+        tokenizer,
+        prompt,
         args.max_new_tokens,
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
         generator=generator,
     )
-    return token_ids_to_text(out, tokenizer)
 
 
 # --------------------------------------------------------------------------------------------------

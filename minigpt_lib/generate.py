@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .tokenizer import Tokenizer, text_to_token_ids, token_ids_to_text
+
 
 def generate_text_simple(
     model: nn.Module, idx: torch.Tensor, max_new_tokens: int, context_size: int
@@ -131,3 +133,27 @@ def generate(
     finally:
         model.train(was_training)
     return idx
+
+
+def complete(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    prompt: str,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> str:
+    """``prompt`` followed by up to ``max_new_tokens`` tokens of :func:`generate`, as text.
+
+    Text in, text out: tokenize, generate on the model's device, decode. What the command line's ``generate``
+    and ``chat`` and the generation playground print.
+    """
+    if not isinstance(prompt, str) or not prompt:
+        raise ValueError(f"prompt: expected some text to continue, got {prompt!r}")
+    idx = text_to_token_ids(prompt, tokenizer).to(next(model.parameters()).device)
+    out = generate(
+        model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+    )
+    return token_ids_to_text(out, tokenizer)

@@ -49,7 +49,7 @@ def onednn_enabled() -> bool:
 
 
 def mm_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``a @ b.T (+ bias)`` for 2-D ``a`` ``(m, k)`` and ``b`` ``(n, k)`` on oneDNN (callers check :func:`uses_onednn`)."""
+    """``a @ b.T (+ bias)`` on oneDNN for 2-D ``a`` ``(m, k)`` and ``b`` ``(n, k)``; see :func:`uses_onednn` first."""
     return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
 
 
@@ -91,7 +91,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if not (shapes_fit and uses_onednn(x, weight, bias)) or (bias is not None and bias.shape != weight.shape[:1]):
         return F.linear(x, weight, bias)  # also where shapes do not fit: PyTorch's error names them
     x2d = x.reshape(-1, x.shape[-1])
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
+    wants_grad = x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    if torch.is_grad_enabled() and wants_grad:
         out = _OneDNNLinear.apply(x2d, weight, bias)
     else:
         out = mm_t(x2d, weight, bias)
@@ -99,7 +100,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters, same state_dict keys, same numbers) that multiplies with :func:`linear`."""
+    """``nn.Linear`` that multiplies with :func:`linear`: same parameters and state_dict keys, values equal to
+    float32 rounding."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight, self.bias)

@@ -16,9 +16,9 @@ from IPython.display import display
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .generate import generate
+from .generate import complete
 from .model import GPTModel
-from .tokenizer import Tokenizer, get_tokenizer, text_to_token_ids, token_ids_to_text
+from .tokenizer import Tokenizer, get_tokenizer
 
 
 def _check_model(model: GPTModel) -> None:
@@ -187,18 +187,19 @@ def sample_text(
     same text, and torch's global random state is left untouched. Temperature 0 means greedy decoding.
     """
     _check_model(model)
-    if not isinstance(prompt, str) or not prompt:
-        raise ValueError(f"prompt: expected some text to continue, got {prompt!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed: expected an integer, got {type(seed).__name__} {seed!r}")
-    tokenizer = tokenizer or get_tokenizer()
-    device = model.tok_emb.weight.device
-    idx = text_to_token_ids(prompt, tokenizer).to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    out = generate(
-        model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+    generator = torch.Generator(device=model.tok_emb.weight.device).manual_seed(seed)
+    return complete(
+        model,
+        tokenizer or get_tokenizer(),
+        prompt,
+        max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        generator=generator,
     )
-    return token_ids_to_text(out, tokenizer)
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:

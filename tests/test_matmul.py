@@ -123,3 +123,32 @@ def test_linear_cross_entropy_agrees_with_plain_loss_on_both_backends(backend, c
         torch.autograd.grad(3 * fused, (hidden, weight)), torch.autograd.grad(3 * plain, (hidden, weight)), strict=True
     ):
         torch.testing.assert_close(got, want)
+
+
+@needs_onednn
+def test_gpt_model_trains_and_generates_alike_with_and_without_onednn():
+    from minigpt_lib import GPT_CONFIG_124M, GPTModel, generate
+
+    cfg = {**GPT_CONFIG_124M, "vocab_size": 97, "context_length": 16, "emb_dim": 32, "n_heads": 4, "n_layers": 2}
+    torch.manual_seed(0)
+    model = GPTModel(cfg).eval()
+    assert all(type(m) is Linear for m in model.modules() if isinstance(m, nn.Linear))
+    idx = torch.randint(0, 97, (2, 12))
+    results = {}
+    for on in (True, False):
+        previous = use_onednn(on)
+        try:
+            model.zero_grad()
+            loss = model(idx, targets=idx)
+            loss.backward()
+            grads = [p.grad.clone() for p in model.parameters()]
+            tokens = generate(model, idx[:, :3], 10)
+            results[on] = (model(idx), loss, grads, tokens)
+        finally:
+            use_onednn(previous)
+    (logits, loss, grads, tokens), (logits_off, loss_off, grads_off, tokens_off) = results[True], results[False]
+    torch.testing.assert_close(logits, logits_off)
+    torch.testing.assert_close(loss, loss_off)
+    for got, want in zip(grads, grads_off, strict=True):
+        torch.testing.assert_close(got, want)
+    assert torch.equal(tokens, tokens_off)
