@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -182,9 +183,13 @@ def run(args: argparse.Namespace, emit) -> list[dict]:  # noqa: ANN001
                 keep(r)
     if "memory" in sections:
         config, batch, tokens = todo["memory"]
-        for impl in impls:
-            if impl.loss is not None:
-                keep(measure_memory(impl.name, CONFIGS[config], config, batch, tokens, device, args.threads))
+        names = [impl.name for impl in impls if impl.loss is not None]
+        # On CPU each measurement is a child process with its own peak, so two can run at once; CUDA's run here.
+        with ThreadPoolExecutor(max_workers=2 if device.type == "cpu" else 1) as pool:
+            for record in pool.map(
+                lambda name: measure_memory(name, CONFIGS[config], config, batch, tokens, device, args.threads), names
+            ):
+                keep(record)
     return records
 
 
