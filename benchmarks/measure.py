@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from minigpt_lib.matmul import mm_t, uses_onednn
+from minigpt_lib.train import make_adamw
 
 from .implementations import PROMPT_IDS, Implementation, find_implementation
 
@@ -93,10 +94,7 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, size: 
 
 def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
     """The same AdamW for every implementation: the fused kernel where PyTorch has one for the device."""
-    try:
-        return torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1, fused=True)
-    except RuntimeError:
-        return torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
+    return make_adamw(model, lr=4e-4, weight_decay=0.1)
 
 
 def _autocast(device: torch.device, dtype: str):  # noqa: ANN202

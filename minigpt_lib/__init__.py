@@ -32,6 +32,7 @@ from .train import (
     evaluate_model,
     get_device,
     lr_at_step,
+    make_adamw,
     perplexity,
     train_model,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "load_checkpoint",
     "load_text",
     "lr_at_step",
+    "make_adamw",
     "model_memory_bytes",
     "MultiHeadAttention",
     "perplexity",

@@ -139,6 +139,18 @@ def perplexity(loss: float | torch.Tensor) -> float | torch.Tensor:
 # Learning-rate schedule
 
 
+def make_adamw(model: nn.Module, lr: float = 4e-4, weight_decay: float = 0.1) -> torch.optim.AdamW:
+    """AdamW over ``model``'s parameters, with PyTorch's fused kernel where their device has one.
+
+    The fused kernel updates every tensor in one pass: the same rule, several times faster on a CPU, where
+    the step of an unfused AdamW can take half of a small model's training step.
+    """
+    try:
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    except RuntimeError:  # no fused kernel for this device or dtype
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
 def lr_at_step(
     step: int, total_steps: int, peak_lr: float, warmup_steps: int = 0, min_lr: float = 0.0
 ) -> float:
@@ -391,9 +403,9 @@ def train_model(
     it (steps 1, 1 + eval_freq, ...), prints a greedy sample after ``start_context`` at the end of
     each epoch (needs ``tokenizer``), and returns a :class:`TrainingHistory`.
 
-    Without ``optimizer`` an AdamW with ``lr`` and ``weight_decay`` is made. ``use_schedule`` sets
-    each step's rate with :func:`lr_at_step` (peak: the optimizer's starting rate); ``grad_clip``
-    caps the gradient norm; ``amp`` runs forward passes in bfloat16 autocast. With
+    Without ``optimizer`` a fused AdamW with ``lr`` and ``weight_decay`` is made (:func:`make_adamw`).
+    ``use_schedule`` sets each step's rate with :func:`lr_at_step` (peak: the optimizer's starting
+    rate); ``grad_clip`` caps the gradient norm; ``amp`` runs forward passes in bfloat16 autocast. With
     ``checkpoint_path`` a checkpoint is written every ``checkpoint_every`` steps and at the end;
     ``resume_from`` continues a run from one exactly (same arguments and loaders needed). ``device``
     defaults to :func:`get_device`.
@@ -414,7 +426,7 @@ def train_model(
     device = torch.device(device) if device is not None else get_device()
     model.to(device)
     if optimizer is None:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        optimizer = make_adamw(model, lr, weight_decay)
     history, position = TrainingHistory(), _Position()
     if resume_from is not None:
         history, position = _resume(resume_from, model, optimizer, len(train_loader))

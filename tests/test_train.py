@@ -17,6 +17,7 @@ from minigpt_lib.train import (
     evaluate_model,
     get_device,
     lr_at_step,
+    make_adamw,
     perplexity,
     train_model,
 )
@@ -290,3 +291,21 @@ def test_empty_validation_loader_fails_before_training(verdict):
     model, train_loader, _ = setup(verdict)
     with pytest.raises(ValueError, match="val_loader: yields no batches"):
         train_model(model, train_loader, [], device="cpu", progress=False)
+
+
+def test_make_adamw_is_fused_on_cpu_and_steps_like_the_plain_adamw():
+    torch.manual_seed(0)
+    fused_model = torch.nn.Linear(6, 4)
+    plain_model = torch.nn.Linear(6, 4)
+    plain_model.load_state_dict(fused_model.state_dict())
+    fused = make_adamw(fused_model, lr=1e-2, weight_decay=0.1)
+    plain = torch.optim.AdamW(plain_model.parameters(), lr=1e-2, weight_decay=0.1)
+    assert fused.defaults["fused"] is True and not plain.defaults["fused"]
+    x = torch.randn(5, 6)
+    for _ in range(3):
+        for model, optimizer in ((fused_model, fused), (plain_model, plain)):
+            optimizer.zero_grad()
+            model(x).square().sum().backward()
+            optimizer.step()
+    for a, b in zip(fused_model.parameters(), plain_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
