@@ -114,8 +114,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):  # noqa: ANN001, ANN205
-        # loss.backward() passes 1: hand the stored gradients over as they are instead of copying them.
-        scale = None if bool(grad_output == 1) else grad_output
+        # loss.backward() passes 1: on a CPU, hand the stored gradients over instead of copying them (on a GPU
+        # the copy is cheap and reading the value would make the CPU wait for the GPU).
+        scale = None if grad_output.device.type == "cpu" and bool(grad_output == 1) else grad_output
         grads = [g if g is None or scale is None else g * scale for g in ctx.saved_tensors]
         return grads[0], grads[1], None, None, None
 

@@ -55,6 +55,12 @@ def test_linear_takes_non_contiguous_inputs(backend):
     torch.testing.assert_close(linear(x, weight), F.linear(x, weight))
 
 
+def test_the_start_up_probe_leaves_torchs_random_state_alone():
+    state = torch.get_rng_state()
+    matmul._onednn_works()
+    assert torch.equal(state, torch.get_rng_state())
+
+
 def test_linear_module_is_an_nn_linear_with_the_same_parameters():
     layer = Linear(4, 3)
     assert isinstance(layer, nn.Linear)
