@@ -10,7 +10,7 @@ Model FLOPs utilization (MFU) says how much of the hardware's arithmetic the tra
     MFU = (FLOPs per token * tokens per second) / peak FLOP/s,
     FLOPs per token = 6 N + 12 L T d
 
-with N the parameters that multiply (all but the embedding tables, which are looked up), L layers, T the
+with N the weights of the linear layers (embedding tables are looked up, not multiplied), L layers, T the
 context length and d the embedding width. ``6 N``: a forward pass costs two FLOPs (a multiply and an add)
 per parameter and token, the backward pass twice that (Kaplan et al. 2020); ``12 L T d``: the attention
 scores and their weighted sum, which grow with the context (counted in full, as PaLM's appendix does, although a
@@ -33,13 +33,13 @@ from .utils import check_number, check_positive_int
 
 
 def matmul_parameters(model: nn.Module) -> int:
-    """Parameters that take part in matrix products: all but ``nn.Embedding`` tables (lookups cost no FLOPs).
+    """Weights that take part in matrix products: those of the ``nn.Linear`` layers (12 d² per block plus the head).
 
-    A weight shared between an embedding and the output head counts once, as the head's.
+    Embedding lookups, biases and norms cost next to no FLOPs and are left out, as in PaLM's MFU; a weight
+    shared by the token embedding and the output head counts once.
     """
-    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    shared = {id(p) for m in model.modules() if isinstance(m, nn.Linear) for p in m.parameters()}
-    return sum(p.numel() for p in model.parameters() if id(p) not in embedding_ids or id(p) in shared)
+    weights = {id(m.weight): m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear)}
+    return sum(weights.values())
 
 
 def flops_per_token(model: nn.Module, context_length: int) -> float:
@@ -49,7 +49,7 @@ def flops_per_token(model: nn.Module, context_length: int) -> float:
 
 
 def measure_peak_flops(
-    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, size: int = 1024
+    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, size: int = 2048
 ) -> float:
     """FLOP/s of a ``size x size`` matrix product on ``device``: a practical peak to measure MFU against.
 
