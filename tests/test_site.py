@@ -239,3 +239,74 @@ def test_page(page_path: str, browser_context, site_url: str) -> None:
         page.close()
 
     assert not problems, f"{page_path}:\n  " + "\n  ".join(dict.fromkeys(problems))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Kernel-free figures (minigpt_lib.static_widgets): every control must redraw the figure, without errors.
+
+STATIC_PAGES = [p for p in PAGES if "minigpt-static" in (SITE / p).read_text(encoding="utf-8", errors="replace")]
+STATIC = ".minigpt-static"
+
+
+def _move(control) -> str:
+    """Set a select or range input to another value (as a reader would) and return the value chosen."""
+    if control.evaluate("el => el.tagName") == "SELECT":
+        options = control.evaluate("el => Array.from(el.options).map(o => o.value)")
+        value = options[-1] if control.input_value() != options[-1] else options[0]
+        control.select_option(value)
+        return value
+    low, high = float(control.get_attribute("min")), float(control.get_attribute("max"))
+    value = high if float(control.input_value()) != high else low
+    control.fill(f"{value:g}")
+    return f"{value:g}"
+
+
+def _sampling_matches_python(widget) -> list[str]:
+    """The bars' probabilities equal what minigpt_lib.generate computes from the same embedded logits."""
+    import json
+
+    import torch
+
+    from minigpt_lib.generate import filter_logits
+
+    data = json.loads(widget.locator("script.minigpt-data").text_content())
+    settings = {"temperature": 0.7, "top-k": 0, "top-p": 0.9}
+    for name, value in settings.items():
+        widget.locator(f'input[name="{name}"]').fill(str(value))
+    prompt = data["prompts"][int(widget.locator('select[name="prompt"]').input_value())]
+    logits = torch.tensor([prompt["logits"]], dtype=torch.float64) / settings["temperature"]
+    expected = torch.softmax(filter_logits(logits, top_p=settings["top-p"]), dim=-1)[0]
+    expected = sorted((p for p in expected.tolist() if p > 0), reverse=True)[:12]
+    bars = widget.locator("rect[data-probability]")
+    shown = [float(v) for v in bars.evaluate_all("bars => bars.map(b => b.dataset.probability)")]
+    if len(shown) != len(expected) or any(abs(a - b) > 1e-4 for a, b in zip(shown, expected, strict=False)):
+        return [f"sampling playground shows {shown}, expected {[round(p, 4) for p in expected]}"]
+    return []
+
+
+@pytest.mark.parametrize("page_path", STATIC_PAGES)
+def test_static_widgets_redraw_on_every_control(page_path: str, browser_context, site_url: str) -> None:
+    problems: list[str] = []
+    page = browser_context.new_page()
+    page.on("console", lambda msg: msg.type == "error" and problems.append(f"console: {msg.text}"))
+    page.on("pageerror", lambda err: problems.append(f"page error: {err}"))
+    try:
+        page.goto(site_url + page_path, wait_until="load", timeout=LOAD_TIMEOUT_MS)
+        widgets = page.locator(STATIC)
+        assert widgets.count(), f"{page_path}: no {STATIC} element"
+        for i in range(widgets.count()):
+            widget = widgets.nth(i)
+            figure = widget.locator(".minigpt-figure")
+            if not figure.locator("svg").count():
+                problems.append(f"figure {i} was not drawn")
+                continue
+            for control in widget.locator("select, input").all():
+                name, before = control.get_attribute("name"), figure.inner_html()
+                value = _move(control)
+                if figure.inner_html() == before:
+                    problems.append(f"figure {i}: setting {name} to {value} did not change the figure")
+            if "minigpt-sampling" in (widget.get_attribute("class") or ""):
+                problems += _sampling_matches_python(widget)
+    finally:
+        page.close()
+    assert not problems, f"{page_path}:\n  " + "\n  ".join(dict.fromkeys(problems))
