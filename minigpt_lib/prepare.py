@@ -46,9 +46,6 @@ FORMAT = "minigpt-token-files/1"
 TEXT_SUFFIXES = (".txt", ".md", ".text")
 CHUNK_BYTES = 1 << 22  # 4 MiB of text per task
 
-# A line break between two printable, non-space ASCII bytes: a safe place to cut a document (module docstring).
-_SAFE_BREAK = re.compile(rb"(?<=[\x21-\x7e])\n(?=[\x21-\x7e])")
-
 
 @dataclass(frozen=True)
 class Chunk:
@@ -102,6 +99,16 @@ def check_token_dtype(encoding: tiktoken.Encoding) -> None:
         )
 
 
+def _last_safe_break(window: bytes) -> int:
+    """Index after the last ``\\n`` in ``window`` between two printable, non-space ASCII bytes; -1 if none."""
+    i = window.rfind(b"\n", 1, len(window) - 1)
+    while i > 0:
+        if 0x21 <= window[i - 1] <= 0x7E and 0x21 <= window[i + 1] <= 0x7E:
+            return i + 1
+        i = window.rfind(b"\n", 1, i)
+    return -1
+
+
 def _scan(doc: int, path: Path, chunk_bytes: int) -> tuple[list[Chunk], str, int]:
     """Cut document ``doc`` into chunks of at least ``chunk_bytes`` at safe line breaks; also its sha256 and size.
 
@@ -116,8 +123,9 @@ def _scan(doc: int, path: Path, chunk_bytes: int) -> tuple[list[Chunk], str, int
                 # The last two bytes of the previous block come along: a break needs a byte on each side.
                 window, window_start = tail + block, offset - len(tail)
                 offset += len(block)
-                for match in _SAFE_BREAK.finditer(window):
-                    cut = window_start + match.end()  # the first byte after the line break
+                found = _last_safe_break(window)
+                if found > 0:
+                    cut = window_start + found  # the first byte after the line break
                 if cut - start >= chunk_bytes:
                     chunks.append(Chunk(doc, str(path), start, cut, last=False))
                     start = cut
@@ -164,6 +172,7 @@ def _chunks_in_order(chunks: Iterator[Chunk], encoding: tiktoken.Encoding, worke
         for chunk in chunks:
             yield chunk, _tokenize_chunk(chunk)
         return
+    # Forked workers start at once (spawned ones would import torch again); they only run tiktoken and numpy.
     with get_context("fork" if "fork" in get_all_start_methods() else "spawn").Pool(
         workers, initializer=_init_worker, initargs=(encoding,)
     ) as pool:
