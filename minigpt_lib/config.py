@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
 
 #: The smallest GPT-2 (Radford et al., 2019), exactly as chapter 2 prints it.
@@ -41,6 +43,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 _POSITIVE_INTS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
 _BOOLS = ("qkv_bias", "tie_weights")
 REQUIRED_KEYS = (*_POSITIVE_INTS, "drop_rate", "qkv_bias")
+#: Every key a GPT config may hold: the required ones and the optional ``tie_weights``.
+KNOWN_KEYS = (*REQUIRED_KEYS, "tie_weights")
+
+
+def check_known_keys(name: str, mapping: dict[str, Any], known: Iterable[str]) -> None:
+    """Raise naming the first key of ``mapping`` that is not in ``known``, with the closest known key.
+
+    A misspelt setting (``tie_weigths``) would otherwise be ignored and the default silently used.
+    """
+    known = list(known)
+    for key in mapping:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"{name}: unknown key {key!r}; {hint}known keys: {', '.join(known)}")
 
 
 def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -50,6 +67,7 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """
     if not isinstance(cfg, dict):
         raise TypeError(f"cfg: expected a dict of model settings, got {type(cfg).__name__}")
+    check_known_keys("cfg", cfg, KNOWN_KEYS)
     missing = [key for key in REQUIRED_KEYS if key not in cfg]
     if missing:
         raise ValueError(f"cfg: missing key(s) {missing}; a model config needs {list(REQUIRED_KEYS)}")

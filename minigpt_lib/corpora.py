@@ -1,8 +1,9 @@
 """Training texts: the sample corpus by name (downloaded once, sha256-checked) or a file by path.
 
 Files live in :func:`data_dir` (``$MINIGPT_DATA_DIR``, else a per-user cache folder). A download
-goes to a temporary file in that folder and is renamed into place only after its checksum matches,
-so a failed, cut-short or tampered download never leaves a file behind.
+goes to a temporary file in that folder and is renamed into place only after its checksum matches
+(:func:`~minigpt_lib.utils.atomic_write`), so a failed, cut-short or tampered download never leaves
+a file behind.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
+import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from .utils import atomic_write, cache_dir
 
 
 @dataclass(frozen=True)
@@ -50,11 +53,7 @@ def data_dir() -> Path:
 
     ``$XDG_CACHE_HOME`` replaces ``~/.cache`` when set, as on most Linux desktops.
     """
-    folder = os.environ.get("MINIGPT_DATA_DIR")
-    if folder:
-        return Path(folder).expanduser()
-    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache_home) / "minigpt"
+    return cache_dir("MINIGPT_DATA_DIR")
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:
@@ -85,26 +84,30 @@ def _fetch(url: str, out, timeout: float) -> str:
     return digest.hexdigest()
 
 
+def _check_sha256(sha256: object) -> str:
+    """``sha256`` in lower case, if it is 64 hexadecimal digits (either case, as sites print both)."""
+    if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise ValueError(f"sha256: expected 64 hexadecimal digits, got {sha256!r:.80}")
+    return sha256.lower()
+
+
 def download_file(
     url: str, sha256: str, dest: str | os.PathLike[str], timeout: float = 30.0
 ) -> Path:
     """Download ``url`` to ``dest`` and keep it only if its sha256 equals ``sha256``.
 
-    The bytes go to a temporary file beside ``dest`` that is renamed onto ``dest`` after the check,
-    so ``dest`` is either absent or complete; on any failure the temporary file is removed.
+    The bytes go to a temporary file beside ``dest`` that is renamed onto ``dest`` after the check
+    (:func:`~minigpt_lib.utils.atomic_write`), so ``dest`` is either absent or complete.
     """
+    sha256 = _check_sha256(sha256)
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out:
-            got = _fetch(url, out, timeout)
-            out.flush()
-            os.fsync(out.fileno())
-        if got != sha256:
-            raise DownloadError(f"sha256 mismatch: received {got}, expected {sha256}")
-        os.chmod(tmp_name, 0o644)  # mkstemp creates owner-only files; a cached text may be shared
-        os.replace(tmp_name, dest)
+        with atomic_write(dest) as tmp:
+            with open(tmp, "wb") as out:
+                got = _fetch(url, out, timeout)
+            if got != sha256:
+                raise DownloadError(f"sha256 mismatch: received {got}, expected {sha256}")
+            os.chmod(tmp, 0o644)  # temporary files are owner-only; a cached text may be shared
     # URLError, HTTPError and timeouts are OSErrors; a malformed URL is a ValueError
     except (DownloadError, OSError, ValueError, http.client.HTTPException) as exc:
         raise DownloadError(
@@ -112,9 +115,6 @@ def download_file(
             f"the file elsewhere and save it as {dest} (or set MINIGPT_DATA_DIR to a folder that "
             f"holds {dest.name})"
         ) from exc
-    finally:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
     return dest
 
 
@@ -124,12 +124,14 @@ def corpus_path(name: str) -> Path:
     A file already there must have the registered sha256; a different one is refused, not
     overwritten.
     """
+    if name not in CORPORA:
+        raise ValueError(f"name: unknown corpus {name!r}; known corpus names: {', '.join(sorted(CORPORA))}")
     corpus = CORPORA[name]
     path = data_dir() / corpus.filename
     if not path.exists():
         return download_file(corpus.url, corpus.sha256, path)
     found = sha256_of(path)
-    if found != corpus.sha256:
+    if found != _check_sha256(corpus.sha256):
         raise ValueError(
             f"{path} has sha256 {found}, but corpus {name!r} must have {corpus.sha256}: the file "
             f"is damaged or a different text. Move or delete it to download a fresh copy from "
@@ -141,7 +143,9 @@ def corpus_path(name: str) -> Path:
 def load_text(name_or_path: str | os.PathLike[str], encoding: str = "utf-8") -> str:
     """Return the text of a known corpus (``"the-verdict"``) or of a text file at a path.
 
-    Names are looked up before paths; the corpus is downloaded and checked on first use.
+    Names are looked up before paths; the corpus is downloaded and checked on first use. A file that
+    is not text in ``encoding`` (a binary file, UTF-16) is refused with its name, never decoded into
+    characters a model would silently learn.
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(
@@ -161,4 +165,17 @@ def load_text(name_or_path: str | os.PathLike[str], encoding: str = "utf-8") -> 
                 f"name_or_path: {str(name_or_path)!r} {what}; "
                 f"known corpus names: {', '.join(sorted(CORPORA))}"
             )
-    return path.read_text(encoding=encoding)
+    try:
+        text = path.read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path}: expected a text file in {encoding}, but byte {exc.start} "
+            f"({exc.object[exc.start : exc.start + 1]!r}) is not valid {encoding}: a binary file, or text "
+            "in another encoding? (convert it to UTF-8)"
+        ) from None
+    if "\x00" in text:
+        raise ValueError(
+            f"{path}: expected a text file in {encoding}, but character {text.index(chr(0))} is a NUL: "
+            "a binary file, or text in UTF-16? (convert it to UTF-8)"
+        )
+    return text

@@ -69,14 +69,25 @@ class CharTokenizer:
     """
 
     def __init__(self, chars: Iterable[str]) -> None:
-        self.chars = sorted(set(chars))
-        if not self.chars or any(len(c) != 1 for c in self.chars):
-            raise ValueError("chars: expected a non-empty collection of single characters")
+        distinct = set(chars)
+        bad = [c for c in distinct if not isinstance(c, str) or len(c) != 1]
+        if bad:
+            raise ValueError(f"chars: expected single characters, got {bad[0]!r}")
+        if not distinct:
+            raise ValueError("chars: expected at least one character, got none")
+        self.chars = sorted(distinct)
         self.stoi = {c: i for i, c in enumerate(self.chars)}
 
     @classmethod
     def from_text(cls, text: str) -> CharTokenizer:
         """Build the vocabulary from every distinct character of ``text``."""
+        if not isinstance(text, str):
+            raise TypeError(f"text: expected a str, got {type(text).__name__}")
+        if not text:
+            raise ValueError(
+                "text: is empty, but a character-level tokenizer takes its vocabulary from the training text, "
+                "so the text needs at least one character"
+            )
         return cls(text)
 
     @property
@@ -106,5 +117,17 @@ class CharTokenizer:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CharTokenizer:
-        """Rebuild a tokenizer saved with :meth:`to_dict`."""
-        return cls(data["chars"])
+        """Rebuild a tokenizer saved with :meth:`to_dict`.
+
+        The characters must be exactly as saved (distinct, sorted): any other order would give every id
+        another character, and the model's text would come out silently scrambled.
+        """
+        if not isinstance(data, dict) or data.get("type") != "char":
+            raise ValueError(f"tokenizer: expected {{'type': 'char', 'chars': ...}}, got {data!r:.80}")
+        chars = data.get("chars")
+        if not isinstance(chars, str) or not chars or list(chars) != sorted(set(chars)):
+            raise ValueError(
+                f"tokenizer['chars']: expected the non-empty string of distinct, sorted characters that to_dict "
+                f"writes, got {chars!r:.80}"
+            )
+        return cls(chars)

@@ -11,6 +11,7 @@ from minigpt_lib.config import (
     GPT_CONFIG_1558M,
     GPT_CONFIG_SMALL,
     PRESETS,
+    check_known_keys,
     validate_config,
 )
 
@@ -135,3 +136,42 @@ def test_flags_must_be_bool(key, value):
 def test_config_must_be_a_dict():
     with pytest.raises(TypeError, match="cfg: expected a dict.*got list"):
         validate_config(list(GPT_CONFIG_124M.items()))
+
+
+@pytest.mark.parametrize(
+    ("key", "suggestion"),
+    [("tie_weigths", "tie_weights"), ("dropout", "drop_rate"), ("n_layer", "n_layers"), ("vocab", "vocab_size")],
+)
+def test_misspelt_keys_are_refused_with_the_close_key(key, suggestion):
+    with pytest.raises(ValueError, match=rf"cfg: unknown key '{key}'; did you mean '{suggestion}'\?"):
+        validate_config({**GPT_CONFIG_124M, key: 1})
+
+
+def test_unknown_key_without_a_close_one_lists_the_known_keys():
+    with pytest.raises(ValueError) as info:
+        validate_config({**GPT_CONFIG_124M, "learning_rate": 3e-4})
+    message = str(info.value)
+    assert "unknown key 'learning_rate'" in message and "did you mean" not in message
+    known = "vocab_size, context_length, emb_dim, n_heads, n_layers, drop_rate, qkv_bias, tie_weights"
+    assert f"known keys: {known}" in message
+
+
+def test_a_misspelling_of_a_required_key_is_named_before_the_missing_key():
+    cfg = {k: v for k, v in GPT_CONFIG_124M.items() if k != "drop_rate"}
+    with pytest.raises(ValueError, match="unknown key 'dropout'; did you mean 'drop_rate'"):
+        validate_config({**cfg, "dropout": 0.1})
+
+
+def test_misspelt_keys_fail_the_model_too():
+    from minigpt_lib.model import GPTModel
+
+    with pytest.raises(ValueError, match="did you mean 'tie_weights'"):
+        GPTModel({**GPT_CONFIG_SMALL, "n_layers": 1, "tie_weigths": True})
+
+
+def test_check_known_keys_is_a_shared_helper():
+    check_known_keys("opts", {"a": 1}, ["a", "b"])
+    with pytest.raises(ValueError, match=r"opts: unknown key 'bb'; did you mean 'b'\? known keys: a, b"):
+        check_known_keys("opts", {"a": 1, "bb": 2}, ["a", "b"])
+    with pytest.raises(ValueError, match=r"opts: unknown key 3; known keys: a"):
+        check_known_keys("opts", {3: 1}, ["a"])

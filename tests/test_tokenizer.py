@@ -115,10 +115,22 @@ def test_char_tokenizer_bad_ids():
 
 
 def test_char_tokenizer_needs_single_characters():
-    with pytest.raises(ValueError, match="chars: expected a non-empty collection of single characters"):
+    with pytest.raises(ValueError, match="chars: expected at least one character, got none"):
         CharTokenizer("")
-    with pytest.raises(ValueError, match="chars: expected a non-empty collection of single characters"):
+    with pytest.raises(ValueError, match="chars: expected single characters, got 'ab'"):
         CharTokenizer(["ab", "c"])
+    with pytest.raises(ValueError, match="chars: expected single characters, got 7"):
+        CharTokenizer([7])
+
+
+@pytest.mark.parametrize("text", ["", None, b"abc"])
+def test_char_tokenizer_from_an_empty_or_non_text_says_what_is_needed(text):
+    if text == "":
+        error, message = ValueError, "text: is empty, but a character-level tokenizer takes its vocabulary"
+    else:
+        error, message = TypeError, "text: expected a str"
+    with pytest.raises(error, match=message):
+        CharTokenizer.from_text(text)
 
 
 def test_char_tokenizer_serialization():
@@ -128,3 +140,24 @@ def test_char_tokenizer_serialization():
     restored = CharTokenizer.from_dict(data)
     assert restored.chars == tok.chars
     assert restored.encode("quick fox") == tok.encode("quick fox")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"type": "char", "chars": "ba"},  # not sorted: every id would decode to another character
+        {"type": "char", "chars": "aab"},  # duplicates shift the ids too
+        {"type": "char", "chars": ""},
+        {"type": "char", "chars": ["a", "b"]},
+        {"type": "char"},
+    ],
+)
+def test_char_tokenizer_from_dict_refuses_what_to_dict_never_writes(data):
+    with pytest.raises(ValueError, match=r"tokenizer\['chars'\]: expected the non-empty string of distinct, sorted"):
+        CharTokenizer.from_dict(data)
+
+
+@pytest.mark.parametrize("data", [None, [], {"type": "tiktoken", "chars": "ab"}])
+def test_char_tokenizer_from_dict_needs_the_char_type(data):
+    with pytest.raises(ValueError, match=r"tokenizer: expected \{'type': 'char', 'chars': ...\}"):
+        CharTokenizer.from_dict(data)
