@@ -138,6 +138,8 @@ def shard_loader(loader: DataLoader, world_size: int | None = None, rank: int | 
         rank = dist.get_rank() if is_distributed() else 0
     if world_size == 1:
         return loader
+    if hasattr(loader, "shard"):  # a loader that splits its own batches (token_data.TokenWindowLoader)
+        return loader.shard(world_size, rank)
     if not isinstance(loader, DataLoader):
         raise TypeError(
             f"loader: data-parallel training needs a torch DataLoader to split, got {type(loader).__name__}"
