@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from minigpt_lib import GPT_CONFIG_124M
-from minigpt_lib.matmul import onednn_enabled
+from minigpt_lib.utils import get_device
 
 from .implementations import all_implementations
 from .measure import (
@@ -27,7 +27,6 @@ from .measure import (
     measure_generation,
     measure_memory,
     measure_training,
-    pick_device,
 )
 
 #: The small training config of the issue: context 256, width 384, 6 heads, 6 layers, GPT-2 vocabulary.
@@ -83,7 +82,6 @@ def machine_info(device: torch.device, threads: int) -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch": torch.__version__,
         "threads": threads,
-        "onednn_linear": onednn_enabled(),
         "python": platform.python_version(),
     }
 
@@ -143,12 +141,10 @@ def table(records: list[dict]) -> str:
 
 def run(args: argparse.Namespace, emit) -> list[dict]:  # noqa: ANN001
     """Measure everything the plan lists, passing each record to ``emit`` as soon as it exists."""
-    device = pick_device(args.device)
+    device = get_device(args.device)
     torch.set_num_threads(args.threads)
     todo = plan(args.quick, device)
     impls = [i for i in all_implementations() if not args.impls or any(s in i.name for s in args.impls)]
-    if args.quick:  # the before/after variant of ours is no peer: full runs only
-        impls = [i for i in impls if i.ours or not i.name.startswith("minigpt")]
     records: list[dict] = []
 
     def keep(record: dict) -> None:
@@ -183,7 +179,7 @@ def run(args: argparse.Namespace, emit) -> list[dict]:  # noqa: ANN001
                 keep(r)
     if "memory" in sections:
         config, batch, tokens = todo["memory"]
-        names = [impl.name for impl in impls if impl.loss is not None]
+        names = [impl.name for impl in impls if impl.step is not None]
         # On CPU each measurement is a child process with its own peak, so two can run at once; CUDA's run here.
         with ThreadPoolExecutor(max_workers=2 if device.type == "cpu" else 1) as pool:
             for record in pool.map(

@@ -1,8 +1,11 @@
-"""The implementations the benchmark compares, each behind the same three calls: build, loss, generate.
+"""The implementations the benchmark compares, each behind the same calls: build, optimizer, training step, generate.
 
 Every adapter uses the implementation the way its own documentation does (its loss path, its generation
-loop), so the figures compare implementations rather than harness code. Peers that are not installed are
-skipped; ``pip install -r benchmarks/requirements.txt`` and ``--no-deps -r benchmarks/requirements-nodeps.txt``.
+loop), so the figures compare implementations rather than harness code. Ours trains with
+:func:`minigpt_lib.train.train_step` and the package's default optimizer, the path ``train_model`` and the
+command line run; every peer gets ``torch.optim.AdamW(fused=True)`` and its own documented loss. Peers that
+are not installed are skipped; ``pip install -r benchmarks/requirements.txt`` and ``--no-deps -r
+benchmarks/requirements-nodeps.txt``.
 """
 
 from __future__ import annotations
@@ -16,23 +19,46 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minigpt_lib import GPTModel, generate
-from minigpt_lib.matmul import onednn_enabled, use_onednn
+from minigpt_lib import GPTModel
+from minigpt_lib.generate import generate
+from minigpt_lib.train import make_adamw, train_step
 
 #: "Hello, I am" in the GPT-2 tokenizer: a short prompt that needs no tokenizer files.
 PROMPT_IDS = [15496, 11, 314, 716]
 
 
+def peer_adamw(model: nn.Module) -> torch.optim.Optimizer:
+    """Every peer's optimizer: PyTorch's fused AdamW, with the book's learning rate and weight decay."""
+    return torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1, fused=True)
+
+
 @dataclass(frozen=True)
 class Implementation:
-    """One GPT-2 implementation: how to build it, compute a training loss and generate greedily."""
+    """One GPT-2 implementation: how to build it, make its optimizer, take a training step, generate greedily.
+
+    ``step(model, optimizer, inputs, targets, bf16)`` is one optimization step; None: generation rows only.
+    """
 
     name: str
     build: Callable[[dict[str, Any]], nn.Module]
-    loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None
+    step: Callable[[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor, bool], Any] | None
     generate: Callable[[nn.Module, torch.Tensor, int, bool], torch.Tensor]
     cache_modes: tuple[bool, ...] = (False, True)
-    ours: bool = False  # the one the ratios are about; other "minigpt" variants are shown but are no peers
+    make_optimizer: Callable[[nn.Module], torch.optim.Optimizer] = peer_adamw
+    ours: bool = False  # the one the ratios are about
+
+
+def peer_step(loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable:
+    """A peer's training step: its loss (under bf16 autocast when asked), backward, AdamW step, zero grads."""
+
+    def step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> None:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            value = loss(model, x, y)
+        value.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
 
 
 def _plain_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -41,29 +67,13 @@ def _plain_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
 
 
 def _ours() -> list[Implementation]:
-    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return model(x, targets=y)
+    def step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> float:
+        return train_step(model, opt, x, y, amp=bf16)
 
     def gen(model: nn.Module, idx: torch.Tensor, n: int, use_cache: bool) -> torch.Tensor:
         return generate(model, idx, n, use_cache=use_cache)
 
-    impls = [Implementation("minigpt (ours)", GPTModel, loss, gen, ours=True)]
-    if onednn_enabled():  # the same code with PyTorch's default float32 products: the before/after of the oneDNN path
-        impls.append(Implementation("minigpt, oneDNN off", GPTModel, _without_onednn(loss), _without_onednn(gen)))
-    return impls
-
-
-def _without_onednn(fn: Callable) -> Callable:
-    """``fn`` run with :func:`minigpt_lib.matmul.use_onednn` off (the backward pass follows the forward's choice)."""
-
-    def wrapped(*args: Any) -> Any:
-        previous = use_onednn(False)
-        try:
-            return fn(*args)
-        finally:
-            use_onednn(previous)
-
-    return wrapped
+    return [Implementation("minigpt (ours)", GPTModel, step, gen, make_optimizer=make_adamw, ours=True)]
 
 
 def _huggingface() -> list[Implementation]:
@@ -105,7 +115,7 @@ def _huggingface() -> list[Implementation]:
             pad_token_id=model.config.eos_token_id,
         )
 
-    return [Implementation(f"HF {attn}", builder(attn), loss, gen) for attn in ("sdpa", "eager")]
+    return [Implementation(f"HF {attn}", builder(attn), peer_step(loss), gen) for attn in ("sdpa", "eager")]
 
 
 def _llms_from_scratch() -> list[Implementation]:
@@ -136,8 +146,8 @@ def _llms_from_scratch() -> list[Implementation]:
         return kv_generate.generate_text_simple(model, idx, n, use_cache=use_cache)
 
     return [
-        Implementation("LFS GPTModel", ch04.GPTModel, _plain_loss, simple_gen, cache_modes=(False,)),
-        Implementation("LFS GPTModelFast", ch04.GPTModelFast, _plain_loss, simple_gen, cache_modes=(False,)),
+        Implementation("LFS GPTModel", ch04.GPTModel, peer_step(_plain_loss), simple_gen, cache_modes=(False,)),
+        Implementation("LFS GPTModelFast", ch04.GPTModelFast, peer_step(_plain_loss), simple_gen, cache_modes=(False,)),
         # Trains exactly like LFS GPTModel, so it only takes part in the generation rows.
         Implementation("LFS kv_cache", KVModel, None, kv_gen),
     ]

@@ -14,30 +14,15 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from minigpt_lib.matmul import mm_t, uses_onednn
-from minigpt_lib.train import make_adamw
-
 from .implementations import PROMPT_IDS, Implementation, find_implementation
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; any other name is used as given."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def sync(device: torch.device) -> None:
@@ -70,14 +55,16 @@ def generate_flops_per_token(cfg: dict[str, Any]) -> float:
 def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 5) -> dict:
     """The machine's matmul throughput (GFLOP/s, best of ``repeats``): the yardstick for MFU.
 
-    Measured with ``torch.mm`` and, where minigpt_lib would use it, its oneDNN product; the faster of the two
-    is the peak (on AMD CPUs ``torch.mm``'s MKL kernels reach only about half of what the chip can do).
+    Measured with ``torch.mm`` and, on x86 CPUs, with PyTorch's internal oneDNN product too: the faster is the
+    peak. The two differ from host to host (MKL runs slower code on some AMD chips), which is why the results
+    record both; the package itself only ever uses ``torch.mm``'s path.
     """
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     products = {"torch_mm": lambda: a @ b}
-    if uses_onednn(a, b):
-        products["onednn"] = lambda: mm_t(a, b)
+    onednn = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if device.type == "cpu" else None
+    if onednn is not None and torch.backends.mkldnn.is_available():
+        products["onednn"] = lambda: onednn(a, b, None, "none", [], "")
     record = {"kind": "matmul_peak", "dtype": str(dtype).removeprefix("torch."), "size": size}
     for name, product in products.items():
         times = []
@@ -92,15 +79,6 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, size: 
     return {**record, "gflops": max(record[f"{name}_gflops"] for name in products)}
 
 
-def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
-    """The same AdamW for every implementation: the fused kernel where PyTorch has one for the device."""
-    return make_adamw(model, lr=4e-4, weight_decay=0.1)
-
-
-def _autocast(device: torch.device, dtype: str):  # noqa: ANN202
-    return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
-
-
 def _batch(cfg: dict[str, Any], batch: int, tokens: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     data = torch.randint(0, cfg["vocab_size"], (batch, tokens + 1), generator=gen)
@@ -110,14 +88,6 @@ def _batch(cfg: dict[str, Any], batch: int, tokens: int, device: torch.device) -
 def _build(impl: Implementation, cfg: dict[str, Any], device: torch.device) -> nn.Module:
     torch.manual_seed(0)
     return impl.build(cfg).to(device)
-
-
-def _train_step(impl: Implementation, model: nn.Module, opt: torch.optim.Optimizer, x, y, device, dtype) -> None:  # noqa: ANN001
-    with _autocast(device, dtype):
-        loss = impl.loss(model, x, y)
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
 
 
 def measure_training(
@@ -131,23 +101,23 @@ def measure_training(
     rounds: int = 3,
     warmup: int = 1,
 ) -> list[dict]:
-    """Tokens per second of forward + loss + backward + AdamW step, one record per implementation.
+    """Tokens per second of one training step (forward, loss, backward, AdamW), one record per implementation.
 
     Each round builds every model afresh (seed 0), runs ``warmup`` untimed steps and one timed step, so
     only one model is in memory at a time; rounds interleave the implementations.
     """
-    impls = [impl for impl in impls if impl.loss is not None]
+    impls = [impl for impl in impls if impl.step is not None]
     x, y = _batch(cfg, batch, tokens, device)
     samples: dict[str, list[tuple[float, float]]] = {impl.name: [] for impl in impls}
     for _ in range(rounds):
         for impl in impls:
             model = _build(impl, cfg, device).train()
-            opt = make_optimizer(model)
+            opt = impl.make_optimizer(model)
             for _ in range(warmup):
-                _train_step(impl, model, opt, x, y, device, dtype)
+                impl.step(model, opt, x, y, dtype == "bf16")
             sync(device)
             wall, cpu = time.perf_counter(), time.process_time()
-            _train_step(impl, model, opt, x, y, device, dtype)
+            impl.step(model, opt, x, y, dtype == "bf16")
             sync(device)
             samples[impl.name].append((time.perf_counter() - wall, time.process_time() - cpu))
             del model, opt
@@ -261,7 +231,7 @@ def training_memory(impl_name: str, cfg: dict[str, Any], batch: int, tokens: int
     impl = find_implementation(impl_name)
     x, y = _batch(cfg, batch, tokens, device)
     model = _build(impl, cfg, device).train()
-    opt = make_optimizer(model)
+    opt = impl.make_optimizer(model)
     gc.collect()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -269,7 +239,7 @@ def training_memory(impl_name: str, cfg: dict[str, Any], batch: int, tokens: int
     else:
         before = _memory_bytes("VmRSS") or _max_rss_bytes()
     for _ in range(2):
-        _train_step(impl, model, opt, x, y, device, "fp32")
+        impl.step(model, opt, x, y, False)
     sync(device)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)

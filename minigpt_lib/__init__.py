@@ -1,4 +1,8 @@
-"""minigpt_lib: the GPT-2 model the minigpt book builds, chapter by chapter, ready to import and reuse."""
+"""minigpt_lib: the GPT-2 model the minigpt book builds, chapter by chapter, ready to import and reuse.
+
+The decoding function ``generate`` is imported from its module (``from minigpt_lib.generate import generate``),
+so that ``minigpt_lib.generate`` stays the module.
+"""
 
 from .attention import KVCache, LayerKVCache, MultiHeadAttention, explicit_causal_attention
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -13,7 +17,14 @@ from .config import (
 )
 from .corpora import load_text
 from .data import GPTDataset, create_dataloader, train_val_split
-from .generate import complete, filter_logits, generate, generate_text_simple, sample_next_token
+from .generate import (
+    complete,
+    filter_logits,
+    generate_text_simple,
+    generate_tokens,
+    sample_next_token,
+    stream_text,
+)
 from .layers import GELU, FeedForward, LayerNorm
 from .model import (
     DummyGPTModel,
@@ -26,16 +37,18 @@ from .model import (
 )
 from .tokenizer import CharTokenizer, get_tokenizer, text_to_token_ids, token_ids_to_text
 from .train import (
+    NextTokenLoss,
     TrainingHistory,
     calc_loss_batch,
     calc_loss_loader,
     evaluate_model,
-    get_device,
     lr_at_step,
     make_adamw,
     perplexity,
     train_model,
+    train_step,
 )
+from .utils import get_device
 
 __version__ = "0.1.0"
 
@@ -54,8 +67,8 @@ __all__ = [
     "FeedForward",
     "filter_logits",
     "GELU",
-    "generate",
     "generate_text_simple",
+    "generate_tokens",
     "get_device",
     "get_tokenizer",
     "GPT_CONFIG_124M",
@@ -74,13 +87,16 @@ __all__ = [
     "make_adamw",
     "model_memory_bytes",
     "MultiHeadAttention",
+    "NextTokenLoss",
     "perplexity",
     "PRESETS",
     "sample_next_token",
+    "stream_text",
     "save_checkpoint",
     "text_to_token_ids",
     "token_ids_to_text",
     "train_model",
+    "train_step",
     "train_val_split",
     "TrainingHistory",
     "TransformerBlock",

@@ -11,8 +11,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .matmul import Linear
-
 
 class LayerKVCache:
     """Keys and values of the tokens one attention layer has already seen, in a buffer that grows in place.
@@ -29,12 +27,18 @@ class LayerKVCache:
     def update(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append the new tokens' keys and values; return views of all keys and values so far."""
         batch, heads, new, head_dim = keys.shape
+        held = None if self.keys is None else (self.keys.shape[0], self.keys.shape[1], self.keys.shape[3])
+        if self.length and held != (batch, heads, head_dim):
+            raise ValueError(
+                f"kv_cache: holds {self.length} tokens of (batch, heads, head_dim)={held}, got new keys of "
+                f"{(batch, heads, head_dim)}; reset() it or make a new cache for another batch or model"
+            )
         end = self.length + new
         if end > self.max_len:
             raise ValueError(
                 f"kv_cache: holds at most {self.max_len} tokens, but {self.length} cached + {new} new = {end}"
             )
-        if self.keys is None or self.keys.shape[0] != batch:
+        if held != (batch, heads, head_dim) or self.keys.dtype != keys.dtype or self.keys.device != keys.device:
             self.keys = keys.new_empty(batch, heads, self.max_len, head_dim)
             self.values = values.new_empty(batch, heads, self.max_len, head_dim)
         self.keys[:, :, self.length : end] = keys
@@ -107,10 +111,10 @@ class MultiHeadAttention(nn.Module):
         self.head_dim = d_out // num_heads
         self.context_length = context_length
         self.use_fast = use_fast
-        self.W_query = Linear(d_in, d_out, bias=qkv_bias)
-        self.W_key = Linear(d_in, d_out, bias=qkv_bias)
-        self.W_value = Linear(d_in, d_out, bias=qkv_bias)
-        self.out_proj = Linear(d_out, d_out)
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)
         self.dropout = nn.Dropout(dropout)
         # True above the diagonal: position i may not look at positions j > i.
         causal = torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), diagonal=1)

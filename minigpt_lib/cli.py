@@ -9,6 +9,7 @@ in N processes (:mod:`minigpt_lib.distributed`).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from collections.abc import Sequence
@@ -32,16 +33,32 @@ from .distributed import (
     mean_over_processes,
     shard_loader,
 )
-from .generate import complete
+from .generate import complete, stream_text
 from .model import GPTModel, count_parameters
 from .tokenizer import CharTokenizer, Tokenizer, get_tokenizer, text_to_token_ids
-from .train import evaluate_model, get_device, perplexity, train_model
+from .train import evaluate_model, perplexity, train_model
+from .utils import get_device
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 ARGS_NAME = "train_args.json"
 
-#: ``train`` settings and their defaults; the parser leaves unset options as None so that a resumed
-#: run can tell which settings the command line changed.
+#: ``train`` options that are :func:`~minigpt_lib.train.train_model` arguments: option -> argument name.
+TRAIN_MODEL_OPTIONS = {
+    "lr": "lr",
+    "weight_decay": "weight_decay",
+    "schedule": "use_schedule",
+    "warmup_steps": "warmup_steps",
+    "min_lr": "min_lr",
+    "grad_clip": "grad_clip",
+    "amp": "amp",
+    "eval_freq": "eval_freq",
+    "eval_iter": "eval_iter",
+    "checkpoint_every": "checkpoint_every",
+}
+_train_model_parameters = inspect.signature(train_model).parameters
+
+#: ``train`` settings and their defaults, those of train_model's options taken from its signature (one place);
+#: the parser leaves unset options as None so that a resumed run can tell which settings the command line changed.
 TRAIN_DEFAULTS: dict[str, Any] = {
     "text": None,
     "preset": "small",
@@ -51,21 +68,18 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": None,
     "max_steps": None,
     "batch_size": 8,
-    "lr": 4e-4,
-    "weight_decay": 0.1,
-    "schedule": False,
-    "warmup_steps": 0,
-    "min_lr": 0.0,
-    "grad_clip": None,
-    "amp": False,
     "val_fraction": 0.1,
-    "eval_freq": 5,
-    "eval_iter": 5,
-    "checkpoint_every": None,
     "seed": 123,
     "sample_prompt": None,
     "device": "auto",
     "quiet": False,
+    **{option: _train_model_parameters[name].default for option, name in TRAIN_MODEL_OPTIONS.items()},
+}
+#: ``generate`` and ``chat`` sampling defaults: those of :func:`~minigpt_lib.generate.complete`.
+SAMPLING_DEFAULTS: dict[str, Any] = {
+    name: param.default
+    for name, param in inspect.signature(complete).parameters.items()
+    if name in ("max_new_tokens", "temperature", "top_k", "top_p", "seed")
 }
 #: Settings a resumed run may change: how long to train and where, not what is trained.
 RESUME_MAY_CHANGE = {"epochs", "max_steps", "checkpoint_every", "sample_prompt", "device", "quiet"}
@@ -80,22 +94,6 @@ class _Parser(argparse.ArgumentParser):
 
 # --------------------------------------------------------------------------------------------------
 # Shared helpers
-
-
-def _device(name: str) -> torch.device:
-    """Turn ``--device`` into a torch device, refusing a backend this machine lacks."""
-    if name == "auto":
-        return get_device()
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": torch.backends.mps.is_available(),
-    }
-    if not available[name]:
-        raise ValueError(
-            f"--device: {name} was requested, but this PyTorch build sees no {name} device"
-        )
-    return torch.device(name)
 
 
 def _checkpoint_file(path: str) -> Path:
@@ -113,15 +111,9 @@ def _load_model(path: str, device: torch.device) -> tuple[nn.Module, Tokenizer]:
     return ckpt.model.eval(), tokenizer
 
 
-def _complete(
-    model: nn.Module,
-    tokenizer: Tokenizer,
-    prompt: str,
-    args: argparse.Namespace,
-    generator: torch.Generator,
-) -> str:
-    """The prompt followed by up to ``--max-new-tokens`` generated tokens, as text."""
-    return complete(
+def _print_completion(model: nn.Module, tokenizer: Tokenizer, prompt: str, args: argparse.Namespace) -> None:
+    """Print ``prompt``, then its continuation piece by piece as the tokens are generated."""
+    pieces = stream_text(
         model,
         tokenizer,
         prompt,
@@ -129,8 +121,12 @@ def _complete(
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
-        generator=generator,
+        seed=args.seed,
     )
+    print(prompt, end="", flush=True)
+    for piece in pieces:
+        print(piece, end="", flush=True)
+    print(flush=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -247,7 +243,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     prints and writes files.
     """
     settings = _train_settings(args)
-    device = init_distributed(_device(settings["device"]))
+    device = init_distributed(get_device(settings["device"]))
     try:
         return _train(settings, Path(args.out), device, resume=args.resume)
     finally:
@@ -282,21 +278,12 @@ def _train(settings: dict[str, Any], out: Path, device: torch.device, resume: bo
         device=device,
         num_epochs=settings["epochs"] or (None if settings["max_steps"] else 1),
         max_steps=settings["max_steps"],
-        eval_freq=settings["eval_freq"],
-        eval_iter=settings["eval_iter"],
-        lr=settings["lr"],
-        weight_decay=settings["weight_decay"],
-        use_schedule=settings["schedule"],
-        warmup_steps=settings["warmup_steps"],
-        min_lr=settings["min_lr"],
-        grad_clip=settings["grad_clip"],
-        amp=settings["amp"],
         start_context=settings["sample_prompt"],
         tokenizer=tokenizer,
         progress=not settings["quiet"],
         checkpoint_path=out / CHECKPOINT_NAME,
-        checkpoint_every=settings["checkpoint_every"],
         resume_from=out / CHECKPOINT_NAME if resume else None,
+        **{name: settings[option] for option, name in TRAIN_MODEL_OPTIONS.items()},
     )
     losses = evaluate_model(
         model, shard_loader(train_loader), shard_loader(val_loader), device, eval_iter=None
@@ -318,18 +305,17 @@ def _train(settings: dict[str, Any], out: Path, device: torch.device, resume: bo
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Print the prompt and its continuation by a trained model."""
-    device = _device(args.device)
-    model, tokenizer = _load_model(args.checkpoint, device)
-    generator = torch.Generator(device=device).manual_seed(args.seed)
-    print(_complete(model, tokenizer, args.prompt, args, generator))
+    model, tokenizer = _load_model(args.checkpoint, get_device(args.device))
+    _print_completion(model, tokenizer, args.prompt, args)
     return 0
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
     """Read prompts line by line from stdin and print each continuation, until end of input."""
-    device = _device(args.device)
-    model, tokenizer = _load_model(args.checkpoint, device)
-    generator = torch.Generator(device=device).manual_seed(args.seed)
+    model, tokenizer = _load_model(args.checkpoint, get_device(args.device))
+    if args.seed is not None:  # one draw sequence for the whole session, not the same draws for every prompt
+        torch.manual_seed(args.seed)
+        args.seed = None
     interactive = sys.stdin.isatty()
     if interactive:
         print("Type a prompt and press Enter; Ctrl-D or Ctrl-C quits.")
@@ -342,7 +328,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             if not prompt.strip():
                 continue
             try:
-                print(_complete(model, tokenizer, prompt, args, generator), flush=True)
+                _print_completion(model, tokenizer, prompt, args)
             except ValueError as exc:  # e.g. a character the char-level vocabulary lacks: ask again
                 print(f"error: {exc}", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
@@ -443,25 +429,24 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``generate`` and ``chat``."""
     p.add_argument("checkpoint", help="a train --out folder or a checkpoint.safetensors file")
+    d = SAMPLING_DEFAULTS
     p.add_argument(
-        "--max-new-tokens", type=int, default=50, help="tokens to generate (default: 50)"
+        "--max-new-tokens",
+        type=int,
+        default=d["max_new_tokens"],
+        help=f"tokens to generate (default: {d['max_new_tokens']})",
     )
     p.add_argument(
         "--temperature",
         type=float,
-        default=0.8,
-        help="0 = always the likeliest token (default: 0.8)",
+        default=d["temperature"],
+        help=f"0 = always the likeliest token (default: {d['temperature']})",
     )
+    p.add_argument("--top-k", type=int, default=d["top_k"], help="sample among the k likeliest tokens (default: off)")
     p.add_argument(
-        "--top-k", type=int, default=40, help="sample among the k likeliest tokens (default: 40)"
+        "--top-p", type=float, default=d["top_p"], help="sample within this probability mass (default: off)"
     )
-    p.add_argument(
-        "--top-p",
-        type=float,
-        default=None,
-        help="sample within this probability mass (default: off)",
-    )
-    p.add_argument("--seed", type=int, default=123, help="random seed for sampling (default: 123)")
+    p.add_argument("--seed", type=int, default=d["seed"], help="random seed for sampling (default: none, fresh draws)")
     p.add_argument(
         "--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="default: auto"
     )

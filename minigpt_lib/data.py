@@ -12,18 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .tokenizer import Tokenizer, text_to_token_ids
-
-
-def check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` if it is a positive int, else raise naming the argument ``name``.
-
-    Shared by the data and training code so that every size argument fails the same clear way.
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected a positive integer, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name}: expected a positive integer, got {value}")
-    return value
+from .utils import check_positive_int
 
 
 class GPTDataset(Dataset):

@@ -8,8 +8,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .matmul import Linear, mm_t, uses_onednn
-
 
 class LayerNorm(nn.Module):
     """Normalize each token vector to mean 0 and variance 1, then apply a learned scale and shift.
@@ -47,9 +45,9 @@ class FeedForward(nn.Module):
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__()
         self.layers = nn.Sequential(
-            Linear(cfg["emb_dim"], 4 * cfg["emb_dim"]),
+            nn.Linear(cfg["emb_dim"], 4 * cfg["emb_dim"]),
             GELU(),
-            Linear(4 * cfg["emb_dim"], cfg["emb_dim"]),
+            nn.Linear(4 * cfg["emb_dim"], cfg["emb_dim"]),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +59,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     The plain path keeps ``(rows, vocab)`` logits, their log-softmax and two gradients of that size in
     memory; here each chunk's logits are turned into the loss and into their gradient
-    ``softmax - one_hot`` at once, while they are still in cache, and then dropped.
+    ``softmax - one_hot`` at once, while they are still in cache, and then dropped. The gradients are
+    computed once, outside autograd, so a second derivative through this loss is refused (see ``backward``).
     """
 
     @staticmethod
@@ -71,7 +70,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # Under autocast the matmuls run in the low-precision dtype; softmax and sums stay in float32.
         mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
         acc_dtype = torch.promote_types(hidden.dtype, torch.float32)
-        onednn = uses_onednn(hidden, weight)
         valid = targets != ignore_index
         n_valid = valid.sum().clamp(min=1)
         safe_targets = targets.masked_fill(~valid, 0).unsqueeze(1)
@@ -83,7 +81,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             for start in range(0, hidden.shape[0], chunk_size):
                 rows = slice(start, start + chunk_size)
                 h = hidden[rows].to(mm_dtype)
-                logits = (mm_t(h, w) if onednn else h @ w.T).to(acc_dtype)
+                logits = (h @ w.T).to(acc_dtype)
                 target_logits = logits.gather(1, safe_targets[rows]).squeeze(1)
                 # One pass of exp, in place of the logits: e = exp(logits - max), logsumexp = max + log(sum(e)).
                 row_max = logits.amax(dim=1, keepdim=True)
@@ -97,12 +95,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad = exps.mul_(weight_per_row / row_sum)
                 grad = grad.scatter_add_(1, safe_targets[rows], -weight_per_row).to(mm_dtype)
                 if need_hidden:
-                    grad_hidden[rows] = mm_t(grad, w.T) if onednn else grad @ w
+                    grad_hidden[rows] = grad @ w
                 if need_weight:
                     if grad_weight is None:
-                        grad_weight = (mm_t(grad.T, h.T) if onednn else grad.T @ h).to(weight.dtype)
-                    elif onednn:
-                        grad_weight += mm_t(grad.T, h.T)
+                        grad_weight = (grad.T @ h).to(weight.dtype)
                     elif grad_weight.dtype == mm_dtype:
                         grad_weight.addmm_(grad.T, h)  # in place: no temporary of the weight's size
                     else:
@@ -114,6 +110,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):  # noqa: ANN001, ANN205
+        if torch.is_grad_enabled():  # backward(create_graph=True): the stored gradients carry no graph
+            raise RuntimeError(
+                "linear_cross_entropy: higher-order gradients are not supported (its gradients are computed "
+                "without a graph); compute F.cross_entropy on the model's logits instead"
+            )
         # loss.backward() passes 1: on a CPU, hand the stored gradients over instead of copying them (on a GPU
         # the copy is cheap and reading the value would make the CPU wait for the GPU).
         scale = None if grad_output.device.type == "cpu" and bool(grad_output == 1) else grad_output

@@ -12,8 +12,7 @@ import torch.nn as nn
 
 from .attention import KVCache, LayerKVCache, MultiHeadAttention
 from .config import validate_config
-from .layers import FeedForward, LayerNorm, linear_cross_entropy
-from .matmul import Linear
+from .layers import FeedForward, LayerNorm
 
 
 class DummyTransformerBlock(nn.Module):
@@ -103,16 +102,24 @@ class GPTModel(nn.Module):
         self.drop_emb = nn.Dropout(cfg["drop_rate"])
         self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg) for _ in range(cfg["n_layers"])])
         self.final_norm = LayerNorm(cfg["emb_dim"])
-        self.out_head = Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
+        self.out_head = nn.Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
         if cfg["tie_weights"]:
             self.out_head.weight = self.tok_emb.weight
 
-    def new_kv_cache(self) -> KVCache:
-        """An empty key/value cache sized for this model, for token-by-token generation."""
-        return KVCache(self.cfg["n_layers"], self.cfg["context_length"])
+    def new_kv_cache(self, max_len: int | None = None) -> KVCache:
+        """An empty key/value cache for token-by-token generation, holding up to ``max_len`` tokens
+        (default: the context length)."""
+        limit = self.cfg["context_length"]
+        if max_len is not None and not (isinstance(max_len, int) and 1 <= max_len <= limit):
+            raise ValueError(f"max_len: expected an integer in [1, {limit}], got {max_len!r}")
+        return KVCache(self.cfg["n_layers"], max_len or limit)
 
-    def _check_input(self, in_idx: torch.Tensor, start: int) -> None:
-        """Reject input the embeddings would fail on deep inside PyTorch, with a message saying why."""
+    def _check_input(self, in_idx: torch.Tensor, kv_cache: KVCache | None) -> None:
+        """Reject input the embeddings would fail on deep inside PyTorch, with a message saying why.
+
+        Token values are checked on the CPU, and elsewhere only when the cache is empty: reading them on a GPU
+        makes the CPU wait, and the tokens of later steps come from the sampler, not from the user.
+        """
         if not isinstance(in_idx, torch.Tensor):
             raise TypeError(f"in_idx: expected a tensor of token ids, got {type(in_idx).__name__}")
         if in_idx.dtype not in (torch.int64, torch.int32):
@@ -121,6 +128,14 @@ class GPTModel(nn.Module):
             raise ValueError(
                 f"in_idx: expected shape (batch, tokens) with batch >= 1 and tokens >= 1, got {tuple(in_idx.shape)}"
             )
+        start = 0
+        if kv_cache is not None:
+            if not isinstance(kv_cache, KVCache) or len(kv_cache.layers) != self.cfg["n_layers"]:
+                got = f"{len(kv_cache.layers)} layers" if isinstance(kv_cache, KVCache) else type(kv_cache).__name__
+                raise ValueError(
+                    f"kv_cache: expected a KVCache of {self.cfg['n_layers']} layers from new_kv_cache(), got {got}"
+                )
+            start = kv_cache.length
         limit = self.cfg["context_length"]
         if start + in_idx.shape[1] > limit:
             raise ValueError(
@@ -128,34 +143,31 @@ class GPTModel(nn.Module):
                 + (f" after {start} cached" if start else "")
                 + "; crop the input to its last tokens"
             )
-        low, high = torch.aminmax(in_idx)
-        if low < 0 or high >= self.cfg["vocab_size"]:
-            raise ValueError(
-                f"in_idx: token ids must lie in [0, {self.cfg['vocab_size'] - 1}], "
-                f"got values from {int(low)} to {int(high)}"
-            )
+        if in_idx.device.type == "cpu" or start == 0:
+            low, high = torch.aminmax(in_idx)
+            if low < 0 or high >= self.cfg["vocab_size"]:
+                raise ValueError(
+                    f"in_idx: token ids must lie in [0, {self.cfg['vocab_size'] - 1}], "
+                    f"got values from {int(low)} to {int(high)}"
+                )
 
-    def forward(
-        self, in_idx: torch.Tensor, kv_cache: KVCache | None = None, targets: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Logits ``(batch, tokens, vocab_size)``; with ``targets`` ``(batch, tokens)``, the mean cross-entropy.
+    def hidden_states(self, in_idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """Everything but the output head: token ids ``(batch, tokens)`` to normalized vectors
+        ``(batch, tokens, emb_dim)``.
 
-        The loss path equals ``F.cross_entropy(logits.flatten(0, 1), targets.flatten())`` but never holds
-        all the logits at once (see :func:`~minigpt_lib.layers.linear_cross_entropy`): faster, less memory.
+        With ``kv_cache``, ``in_idx`` holds only the new tokens; their positions follow the cached ones.
         """
+        self._check_input(in_idx, kv_cache)
         start = kv_cache.length if kv_cache is not None else 0
-        self._check_input(in_idx, start)
-        if targets is not None and (not isinstance(targets, torch.Tensor) or targets.shape != in_idx.shape):
-            got = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
-            raise ValueError(f"targets: expected a tensor of shape {tuple(in_idx.shape)} like in_idx, got {got}")
         positions = torch.arange(start, start + in_idx.shape[1], device=in_idx.device)
         x = self.drop_emb(self.tok_emb(in_idx) + self.pos_emb(positions))
         for i, block in enumerate(self.trf_blocks):
             x = block(x, kv_cache.layers[i] if kv_cache is not None else None)
-        x = self.final_norm(x)
-        if targets is not None:
-            return linear_cross_entropy(x.flatten(0, 1), self.out_head.weight, targets.flatten())
-        return self.out_head(x)
+        return self.final_norm(x)
+
+    def forward(self, in_idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """Next-token logits ``(batch, tokens, vocab_size)`` for token ids ``(batch, tokens)``."""
+        return self.out_head(self.hidden_states(in_idx, kv_cache))
 
 
 def count_parameters(model: nn.Module, include_out_head: bool = True) -> int:

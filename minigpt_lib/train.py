@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import check_positive_int
 from .distributed import (
     barrier,
     get_world_size,
@@ -41,18 +40,11 @@ from .distributed import (
     wrap_model,
 )
 from .generate import generate
+from .layers import linear_cross_entropy
 from .tokenizer import Tokenizer, text_to_token_ids, token_ids_to_text
+from .utils import check_positive_int, eval_mode, get_device
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-def get_device() -> torch.device:
-    """The fastest device present: a CUDA GPU, else Apple's MPS, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -114,14 +106,9 @@ def evaluate_model(
     Eval mode turns dropout off, so the numbers measure the model, not the noise; the previous mode
     comes back afterwards.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
-            val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
+        val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
     return train_loss, val_loss
 
 
@@ -133,6 +120,85 @@ def perplexity(loss: float | torch.Tensor) -> float | torch.Tensor:
     if isinstance(loss, torch.Tensor):
         return torch.exp(loss)
     return math.exp(loss) if loss < 709.0 else math.inf
+
+
+# --------------------------------------------------------------------------------------------------
+# One training step
+
+
+class NextTokenLoss(nn.Module):
+    """A language model and its training loss as one module: ``(inputs, targets)`` to the mean cross-entropy.
+
+    The value is :func:`calc_loss_batch`'s. A model with ``hidden_states`` and a bias-free ``out_head`` (such as
+    :class:`~minigpt_lib.model.GPTModel`) gets its output head and loss computed together, a chunk of rows at a
+    time (:func:`~minigpt_lib.layers.linear_cross_entropy`): equal to float32 rounding, without ever holding the
+    ``(batch, tokens, vocab)`` logits. Targets equal to ``ignore_index`` do not count (padding, prompts).
+    Data-parallel training wraps this module, so the loss is part of the wrapped forward pass.
+    """
+
+    def __init__(self, model: nn.Module, ignore_index: int = -100) -> None:
+        super().__init__()
+        self.model = model
+        self.ignore_index = ignore_index
+        head = getattr(model, "out_head", None)
+        # Looked up on the class: a torch.compile'd model forwards attributes to the original module, whose
+        # hidden_states would run uncompiled; it keeps its compiled forward and the plain loss instead.
+        has_hidden = callable(getattr(type(model), "hidden_states", None))
+        self.chunked = has_hidden and isinstance(head, nn.Linear) and head.bias is None
+
+    def forward(self, input_batch: torch.Tensor, target_batch: torch.Tensor) -> torch.Tensor:
+        if target_batch.shape != input_batch.shape:
+            raise ValueError(
+                f"target_batch: expected shape {tuple(input_batch.shape)} like input_batch, "
+                f"got {tuple(target_batch.shape)}"
+            )
+        if self.chunked:
+            hidden = self.model.hidden_states(input_batch)
+            return linear_cross_entropy(
+                hidden.flatten(0, 1), self.model.out_head.weight, target_batch.flatten(), ignore_index=self.ignore_index
+            )
+        logits = self.model(input_batch)
+        return F.cross_entropy(logits.flatten(0, 1), target_batch.flatten(), ignore_index=self.ignore_index)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the gradient norm stopped being a finite number: the step is not taken."""
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    input_batch: torch.Tensor,
+    target_batch: torch.Tensor,
+    *,
+    grad_clip: float | None = None,
+    amp: bool = False,
+    loss_fn: nn.Module | None = None,
+) -> float:
+    """One optimization step on one batch: zero the gradients, forward, loss, backward, clip, update.
+
+    Returns the batch loss before the update. ``grad_clip`` caps the gradient norm; ``amp`` runs the forward pass
+    in bfloat16 autocast. ``loss_fn`` (default ``NextTokenLoss(model)``) maps ``(inputs, targets)`` to the loss;
+    data-parallel training passes the wrapped one. A non-finite loss or gradient norm raises
+    :class:`TrainingDivergedError` before the weights change.
+    """
+    device = next(model.parameters()).device
+    input_batch, target_batch = input_batch.to(device), target_batch.to(device)
+    loss_fn = NextTokenLoss(model) if loss_fn is None else loss_fn
+
+    optimizer.zero_grad()
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+        loss = loss_fn(input_batch, target_batch)
+    loss_value = mean_over_processes(loss.item())  # in a data-parallel run: the loss of the global batch
+    if not math.isfinite(loss_value):
+        raise TrainingDivergedError(f"loss: became {loss_value}; lower the learning rate or clip gradients")
+    loss.backward()
+    if grad_clip is not None:
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if not torch.isfinite(norm):
+            raise TrainingDivergedError(f"gradient norm: became {norm.item()}; lower the learning rate")
+    optimizer.step()
+    return loss_value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -209,33 +275,6 @@ class _Position:
     batches_done: int = 0  # in the current epoch
     tokens_seen: int = 0
     epoch_rng: torch.Tensor | None = None  # CPU generator state when the epoch's loader started
-
-
-def _autocast(device: torch.device, amp: bool):
-    """A bfloat16 autocast context when ``amp`` is on; with ``amp`` off it changes nothing."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp)
-
-
-def _train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batch: Batch,
-    device: torch.device,
-    grad_clip: float | None,
-    amp: bool,
-) -> float:
-    """One optimizer step on one batch; returns the batch loss before the step.
-
-    In a data-parallel run that is the mean over the processes: the loss of the whole global batch.
-    """
-    optimizer.zero_grad()
-    with _autocast(device, amp):
-        loss = calc_loss_batch(*batch, model, device)
-    loss.backward()
-    if grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    return mean_over_processes(loss.item())
 
 
 def _epoch_batches(train_loader: Iterable[Batch], position: _Position) -> Iterator[Batch]:
@@ -433,7 +472,7 @@ def train_model(
     peak_lrs = [group.setdefault("initial_lr", group["lr"]) for group in optimizer.param_groups]
     # Data-parallel runs step through the wrapper (gradients averaged over processes) on this
     # process's share of each batch; evaluation, samples and checkpoints use the plain model.
-    parallel_model = wrap_model(model, device)
+    loss_fn = wrap_model(NextTokenLoss(model), device)
     train_loader, val_loader = shard_loader(train_loader), shard_loader(val_loader)
     progress = progress and is_main_process()  # one progress bar, not one per process
 
@@ -446,7 +485,7 @@ def train_model(
                         group["lr"] = lr_at_step(
                             history.steps, total_steps, peak, warmup_steps, min_lr
                         )
-                loss = _train_step(parallel_model, optimizer, batch, device, grad_clip, amp)
+                loss = train_step(model, optimizer, *batch, grad_clip=grad_clip, amp=amp, loss_fn=loss_fn)
                 history.steps += 1
                 history.lrs.append(optimizer.param_groups[0]["lr"])
                 history.step_losses.append(loss)
@@ -456,7 +495,7 @@ def train_model(
                 bar.set_postfix(loss=f"{loss:.3f}")
 
                 if (history.steps - 1) % eval_freq == 0:
-                    with _autocast(device, amp):
+                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                         losses = evaluate_model(model, train_loader, val_loader, device, eval_iter)
                     _record_evaluation(history, position, *map(mean_over_processes, losses))
                 if checkpoint_every and history.steps % checkpoint_every == 0:

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from .generate import complete
 from .model import GPTModel
 from .tokenizer import Tokenizer, get_tokenizer
+from .utils import eval_mode
 
 
 def _check_model(model: GPTModel) -> None:
@@ -46,10 +47,8 @@ def attention_maps(model: GPTModel, token_ids: torch.Tensor | Sequence[int]) -> 
     hooks = [
         block.att.register_forward_pre_hook(lambda _module, args: inputs.append(args[0])) for block in model.trf_blocks
     ]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(ids.unsqueeze(0).to(model.tok_emb.weight.device))
             for hook in hooks:  # stop recording before calling the attention layers again
                 hook.remove()
@@ -58,7 +57,6 @@ def attention_maps(model: GPTModel, token_ids: torch.Tensor | Sequence[int]) -> 
     finally:
         for hook in hooks:  # again, in case the forward pass failed; removing twice is harmless
             hook.remove()
-        model.train(was_training)
     return maps
 
 
@@ -171,37 +169,6 @@ def attention_explorer(model: GPTModel, tokenizer: Tokenizer, sentences: Sequenc
 # Generation playground
 
 
-def sample_text(
-    model: GPTModel,
-    prompt: str,
-    tokenizer: Tokenizer | None = None,
-    max_new_tokens: int = 40,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int = 123,
-) -> str:
-    """The prompt followed by ``max_new_tokens`` tokens from :func:`~minigpt_lib.generate.generate`.
-
-    Sampling draws from a private ``torch.Generator`` seeded with ``seed``: the same settings always give the
-    same text, and torch's global random state is left untouched. Temperature 0 means greedy decoding.
-    """
-    _check_model(model)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed: expected an integer, got {type(seed).__name__} {seed!r}")
-    generator = torch.Generator(device=model.tok_emb.weight.device).manual_seed(seed)
-    return complete(
-        model,
-        tokenizer or get_tokenizer(),
-        prompt,
-        max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        generator=generator,
-    )
-
-
 def _check_range(name: str, value: float, low: float, high: float) -> None:
     """Refuse a starting value outside its slider's range (a slider would silently clamp it)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
@@ -270,7 +237,8 @@ class GenerationPlayground:
         return self.widget._repr_mimebundle_(**kwargs)
 
     def settings(self) -> dict:
-        """The controls' current values as :func:`sample_text` keyword arguments (0 / 1.0 become None)."""
+        """The controls' current values as :func:`~minigpt_lib.generate.complete` keyword arguments (0 / 1.0
+        become None)."""
         return {
             "prompt": self.prompt.value,
             "max_new_tokens": self.max_new_tokens.value,
@@ -285,7 +253,7 @@ class GenerationPlayground:
 
         Raises ``ValueError`` for an empty prompt or a prompt the tokenizer cannot encode.
         """
-        text = sample_text(self.model, tokenizer=self.tokenizer, **self.settings())
+        text = complete(self.model, self.tokenizer, **self.settings())
         prompt = self.prompt.value
         continuation = text[len(prompt) :] if text.startswith(prompt) else text
         self.text, self.error = text, None

@@ -110,27 +110,28 @@ def test_table_shows_ratios_to_the_best_peer():
     text = bench.table(records)
     assert "300 (1.50×)" in text and "**1.50×**" in text  # throughput: ours / fastest peer
     assert "**0.50×**" in text  # memory: ours / smallest peer, lower is better
-    # A variant of ours is shown with its ratio but is never the peer the others are measured against.
-    variant = {**records[0], "impl": "minigpt, oneDNN off", "tokens_per_s": 250.0}
-    text = bench.table([*records[:3], variant])
-    assert "250 (1.25×)" in text and "**1.50×**" in text
 
 
-def test_onednn_off_variant_runs_without_onednn():
-    from minigpt_lib import matmul
+def test_ours_trains_with_the_packages_train_step_and_optimizer(monkeypatch):
+    from minigpt_lib import train
 
-    if not matmul.onednn_enabled():
-        pytest.skip("oneDNN is off or unavailable here, so there is no variant")
-    variant = find_implementation("minigpt, oneDNN off")
-    assert not variant.ours
-    model = variant.build(TINY)
-    seen = []  # the switch as each forward pass finds it
-    model.register_forward_pre_hook(lambda *_: seen.append(matmul.onednn_enabled()))
+    calls = []
+    real_step = train.train_step
+    monkeypatch.setattr("benchmarks.implementations.train_step", lambda *a, **k: calls.append(k) or real_step(*a, **k))
+    impl = _ours()[0]
+    model = impl.build(TINY)
+    optimizer = impl.make_optimizer(model)
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"]
     x = torch.randint(0, TINY["vocab_size"], (2, 8))
-    variant.loss(model, x, x).backward()
-    variant.generate(model, x[:1, :3], 2, True)
-    assert seen and not any(seen)
-    assert matmul.onednn_enabled()  # and it is back on afterwards
+    before = [p.detach().clone() for p in model.parameters()]
+    impl.step(model, optimizer, x, x, True)
+    assert calls == [{"amp": True}]
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+
+
+def test_peers_get_fused_adamw():
+    optimizer = measure.Implementation("peer", _ours()[0].build, None, None).make_optimizer(torch.nn.Linear(2, 2))
+    assert optimizer.defaults["fused"] and optimizer.defaults["lr"] == 4e-4
 
 
 def test_quick_plan_is_smaller_than_the_full_one():

@@ -7,8 +7,9 @@ import pytest
 import torch
 from cli_runner import run_cli
 
-from minigpt_lib import CharTokenizer, GPTModel, generate, load_checkpoint, load_text, save_checkpoint
+from minigpt_lib import CharTokenizer, GPTModel, load_checkpoint, load_text, save_checkpoint
 from minigpt_lib.cli import main
+from minigpt_lib.generate import generate
 
 TINY = {"emb_dim": 32, "n_layers": 2, "n_heads": 2, "context_length": 32}
 NEW = 12  # characters generated per prompt
@@ -18,8 +19,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sampling(seed="7"):
-    """Options for chat and generate: CPU, NEW characters, the default sampling with a fixed seed."""
-    return ["--device", "cpu", "--max-new-tokens", str(NEW), "--seed", seed]
+    """Options for chat and generate: CPU, NEW characters, sampling (temperature 0.8, top-k 40) with a fixed seed."""
+    return ["--device", "cpu", "--max-new-tokens", str(NEW), "--temperature", "0.8", "--top-k", "40", "--seed", seed]
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,17 @@
 import pytest
 import torch
 
-from minigpt_lib.generate import filter_logits, generate, generate_text_simple, sample_next_token
+from minigpt_lib.generate import (
+    complete,
+    filter_logits,
+    generate,
+    generate_text_simple,
+    generate_tokens,
+    sample_next_token,
+    stream_text,
+)
 from minigpt_lib.model import DummyGPTModel, GPTModel
+from minigpt_lib.tokenizer import get_tokenizer
 
 CFG = {
     "vocab_size": 97,
@@ -236,3 +245,85 @@ def test_sampling_follows_the_tempered_distribution():
     draws = sample_next_token(logits, temperature=1.0, top_k=2, generator=generator)[:, 0]
     freq = torch.bincount(draws, minlength=4) / len(draws)
     torch.testing.assert_close(freq, torch.tensor([0.6, 0.25, 0, 0]) / 0.85, atol=0.015, rtol=0)
+
+
+class ByteTokenizer:
+    """One token per UTF-8 byte (ids 0-96 cover the bytes used here), so one character can span several tokens."""
+
+    def encode(self, text, allowed_special=None):
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids):
+        return bytes(ids).decode("utf-8", errors="replace")
+
+
+class ScriptedModel(torch.nn.Module):
+    """A model that always predicts the next id of a fixed script, whatever the input: decoding made visible."""
+
+    def __init__(self, script):
+        super().__init__()
+        self.script = script
+        self.cfg = {"context_length": 64}
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.calls = 0
+
+    def forward(self, idx):
+        logits = torch.full((idx.shape[0], idx.shape[1], 256), -1e9)
+        logits[:, -1, self.script[min(self.calls, len(self.script) - 1)]] = 0.0
+        self.calls += 1
+        return logits
+
+
+def test_stream_text_holds_back_a_character_until_its_bytes_are_complete():
+    script = list("é!".encode()) + [10]  # é is two bytes: the first alone decodes to U+FFFD
+    model = ScriptedModel(script)
+    pieces = list(stream_text(model, ByteTokenizer(), "a", max_new_tokens=4, eos_id=10))
+    assert pieces == ["é", "!"]
+    assert "\ufffd" not in "".join(pieces)
+
+
+def test_complete_is_the_prompt_and_the_streamed_pieces(model):
+    tokenizer = get_tokenizer()
+    model_gpt = GPTModel({**CFG, "vocab_size": 50257, "drop_rate": 0.0})
+    text = complete(model_gpt, tokenizer, "Every effort", max_new_tokens=6, temperature=1.0, seed=5)
+    assert text == "Every effort" + "".join(
+        stream_text(model_gpt, tokenizer, "Every effort", 6, temperature=1.0, seed=5)
+    )
+    idx = torch.tensor([tokenizer.encode("Every effort")])
+    expected = generate(model_gpt, idx, 6, temperature=1.0, generator=torch.Generator().manual_seed(5))
+    assert text == tokenizer.decode(expected[0].tolist())
+    assert complete(model_gpt, tokenizer, "Every effort", 6, temperature=1.0, seed=6) != text
+
+
+def test_generate_tokens_yields_what_generate_returns(model, prompt):
+    steps = list(generate_tokens(model, prompt, 7, temperature=0.9, generator=torch.Generator().manual_seed(2)))
+    assert len(steps) == 7 and all(s.shape == (2, 1) for s in steps)
+    expected = generate(model, prompt, 7, temperature=0.9, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(torch.cat([prompt, *steps], dim=1), expected)
+
+
+def test_generate_tokens_restores_the_mode_when_closed_early(model, prompt):
+    model.train()
+    steps = generate_tokens(model, prompt, 100)
+    next(steps)
+    assert not model.training  # eval mode while generating
+    steps.close()
+    assert model.training
+    model.eval()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"prompt": ""}, "prompt"),
+        ({"seed": 1.5}, "seed"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"temperature": float("inf")}, "temperature"),
+        ({"top_p": True}, "top_p"),
+    ],
+)
+def test_text_generation_checks_its_arguments(kwargs, message):
+    model_gpt = GPTModel({**CFG, "vocab_size": 50257})
+    args = {"prompt": "Every", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        complete(model_gpt, get_tokenizer(), args.pop("prompt"), 3, **args)

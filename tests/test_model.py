@@ -239,3 +239,17 @@ def test_bad_inputs_raise_value_error(idx, message):
 def test_non_tensor_input_raises_type_error():
     with pytest.raises(TypeError, match="in_idx: expected a tensor of token ids, got list"):
         tiny_model()([[1, 2, 3]])
+
+
+def test_compiled_gpt_model_matches_eager_mode():
+    model = tiny_model(drop_rate=0.0).eval()
+    idx = torch.randint(0, model.cfg["vocab_size"], (2, 6))
+    compiled = torch.compile(model)  # Inductor, the default backend
+    logits = compiled(idx)
+    torch.testing.assert_close(logits, model(idx), rtol=1e-5, atol=1e-5)
+    # Gradients through the compiled graph equal eager ones too.
+    loss = logits.logsumexp(-1).mean()
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    expected = torch.autograd.grad(model(idx).logsumexp(-1).mean(), list(model.parameters()))
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

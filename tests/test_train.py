@@ -12,14 +12,16 @@ from minigpt_lib.data import create_dataloader, train_val_split
 from minigpt_lib.model import GPTModel
 from minigpt_lib.tokenizer import CharTokenizer
 from minigpt_lib.train import (
+    NextTokenLoss,
+    TrainingDivergedError,
     calc_loss_batch,
     calc_loss_loader,
     evaluate_model,
-    get_device,
     lr_at_step,
     make_adamw,
     perplexity,
     train_model,
+    train_step,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -135,16 +137,6 @@ def test_lr_schedule_values():
 def test_lr_schedule_rejects_bad_arguments(args, name):
     with pytest.raises((ValueError, TypeError), match=name):
         lr_at_step(*args)
-
-
-def test_get_device_prefers_cuda_then_mps(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    assert get_device() == torch.device("cpu")
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    assert get_device() == torch.device("mps")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert get_device() == torch.device("cuda")
 
 
 def test_training_lowers_the_loss_and_records_history(verdict, capsys):
@@ -309,3 +301,72 @@ def test_make_adamw_is_fused_on_cpu_and_steps_like_the_plain_adamw():
             optimizer.step()
     for a, b in zip(fused_model.parameters(), plain_model.parameters(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def _tiny_gpt(seed=0, **overrides):
+    torch.manual_seed(seed)
+    cfg = {"vocab_size": 50, "context_length": 12, "emb_dim": 16, "n_heads": 2, "n_layers": 2, "drop_rate": 0.0,
+           "qkv_bias": False, **overrides}
+    return GPTModel(cfg)
+
+
+@pytest.mark.parametrize("tie_weights", [False, True])
+def test_next_token_loss_equals_calc_loss_batch_in_value_and_gradients(tie_weights):
+    model = _tiny_gpt(tie_weights=tie_weights)
+    inputs, targets = torch.randint(0, 50, (3, 12)), torch.randint(0, 50, (3, 12))
+    targets[0, :5] = -100  # ignored positions (prompts, padding) count in neither
+    loss_fn = NextTokenLoss(model)
+    assert loss_fn.chunked  # the output head and the loss are computed together
+    fused = loss_fn(inputs, targets)
+    fused_grads = torch.autograd.grad(fused, list(model.parameters()))
+    plain = calc_loss_batch(inputs, targets, model, "cpu")
+    plain_grads = torch.autograd.grad(plain, list(model.parameters()))
+    torch.testing.assert_close(fused, plain)
+    for got, expected in zip(fused_grads, plain_grads, strict=True):
+        torch.testing.assert_close(got, expected)
+    with pytest.raises(ValueError, match="target_batch: expected shape"):
+        loss_fn(inputs, targets[:, :4])
+
+
+def test_next_token_loss_of_any_logits_model_is_cross_entropy():
+    loss_fn = NextTokenLoss(Uniform())
+    assert not loss_fn.chunked
+    targets = torch.randint(0, 10, (2, 5))
+    torch.testing.assert_close(loss_fn(torch.zeros(2, 5, dtype=torch.long), targets), torch.tensor(math.log(10)))
+
+
+def test_train_step_is_one_plain_optimization_step():
+    model, reference = _tiny_gpt(), _tiny_gpt()
+    inputs, targets = torch.randint(0, 50, (2, 12)), torch.randint(0, 50, (2, 12))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = train_step(model, optimizer, inputs, targets, grad_clip=0.5)
+    # The same step written out: zero, forward on full logits, backward, clip, update.
+    ref_optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
+    ref_loss = calc_loss_batch(inputs, targets, reference, "cpu")
+    ref_loss.backward()
+    torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.5)
+    ref_optimizer.step()
+    assert isinstance(loss, float) and loss == pytest.approx(ref_loss.item(), rel=1e-6)
+    for got, expected in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("lr", [float("inf"), 1e30])
+def test_train_step_refuses_to_step_on_a_non_finite_loss(lr):
+    model = _tiny_gpt()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    inputs, targets = torch.randint(0, 50, (2, 12)), torch.randint(0, 50, (2, 12))
+    with pytest.raises(TrainingDivergedError):
+        for _ in range(5):
+            train_step(model, optimizer, inputs, targets, grad_clip=1.0)
+
+
+def test_train_step_with_a_compiled_model_matches_eager():
+    model, reference = _tiny_gpt(), _tiny_gpt()
+    compiled = torch.compile(model, backend="aot_eager")  # tracing as Inductor does; test_model compiles fully
+    inputs, targets = torch.randint(0, 50, (2, 12)), torch.randint(0, 50, (2, 12))
+    loss = train_step(compiled, torch.optim.SGD(model.parameters(), lr=0.1), inputs, targets)
+    ref_loss = train_step(reference, torch.optim.SGD(reference.parameters(), lr=0.1), inputs, targets)
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    for got, expected in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)

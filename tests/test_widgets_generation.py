@@ -5,8 +5,9 @@ import html
 import pytest
 import torch
 
-from minigpt_lib import GPT_CONFIG_SMALL, CharTokenizer, GPTModel, generate
-from minigpt_lib.widgets import GenerationPlayground, generation_playground, sample_text
+from minigpt_lib import GPT_CONFIG_SMALL, CharTokenizer, GPTModel
+from minigpt_lib.generate import generate
+from minigpt_lib.widgets import GenerationPlayground, generation_playground
 
 TEXT = "every effort moves you toward the light, and every light moves you"
 
@@ -135,15 +136,6 @@ def test_starting_values_outside_the_sliders_are_refused(model, tokenizer, name,
 def test_only_gpt_models_are_accepted(tokenizer):
     with pytest.raises(TypeError, match="model"):
         generation_playground(torch.nn.Linear(2, 2), tokenizer)
-    with pytest.raises(TypeError, match="model"):
-        sample_text(torch.nn.Linear(2, 2), "every", tokenizer)
-
-
-def test_sample_text_checks_its_arguments(model, tokenizer):
-    with pytest.raises(TypeError, match="seed"):
-        sample_text(model, "every", tokenizer, seed=1.5)
-    with pytest.raises(ValueError, match="temperature"):
-        sample_text(model, "every", tokenizer, temperature=-1.0)
 
 
 def test_widget_displays_and_holds_all_controls(playground):
