@@ -1,4 +1,4 @@
-"""Tests for minigpt_lib.model: the seed's placeholder logits, GPT-2 124M sizes and generation, input checks."""
+"""Tests for minigpt_lib.model: chapter 2's placeholder logits, GPT-2 124M sizes and generation, input checks."""
 
 import pytest
 import torch
@@ -42,13 +42,13 @@ def tiny_model(seed: int = 0, **overrides) -> GPTModel:
     return GPTModel({**TINY, **overrides}).eval()
 
 
-def test_seed_batch_tokenizes_as_printed():
+def test_chapter2_batch_tokenizes_as_printed():
     tokenizer = get_tokenizer()
     batch = torch.stack([torch.tensor(tokenizer.encode(t)) for t in ("Every effort moves you", "Every day holds a")])
     assert batch.tolist() == SEED_BATCH
 
 
-def test_dummy_model_prints_the_seed_logits():
+def test_dummy_model_prints_chapter2_logits():
     torch.manual_seed(123)
     model = DummyGPTModel(GPT_CONFIG_124M)
     with torch.no_grad():
@@ -117,7 +117,7 @@ def test_tied_weights_share_the_tensor():
     assert tiny_model().out_head.weight is not tiny_model().tok_emb.weight
 
 
-def test_124m_seed_generation(gpt124m):
+def test_124m_generation_prints_as_in_chapter7(gpt124m):
     out = generate_text_simple(gpt124m, text_to_token_ids("Hello, I am"), max_new_tokens=6, context_size=1024)
     assert out.shape == (1, 10)
     assert token_ids_to_text(out) == "Hello, I am Featureiman Byeswickattribute argue"
