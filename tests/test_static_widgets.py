@@ -75,7 +75,7 @@ def test_sampling_playground_keeps_the_most_likely_candidates_in_order():
     (prompt,) = data["prompts"]
     assert prompt["tokens"] == ["<1>", "<3>", "<4>"] and prompt["logits"] == [3.0, 2.0, 1.0]
     left_out = torch.softmax(logits.double(), dim=-1)[[0, 2]].sum().item()
-    assert prompt["left_out"] == pytest.approx(left_out, abs=1e-6)
+    assert prompt["left_out"] == pytest.approx(left_out, abs=1e-4)
     assert 'name="top-k" min="0" max="3"' in out.data
 
 
