@@ -8,6 +8,7 @@ An exercise cell wraps its check in :func:`exercise`, so an unfinished stub prin
 
 from ._common import CHECK_CONFIG, CheckError, check_close, exercise
 from .attention import check_causal_attention, check_multi_head_attention
+from .finetune import check_example_targets, check_lora_forward
 from .generation import check_temperature, check_top_k, check_top_p
 from .layers import check_feed_forward, check_gelu, check_layer_norm
 from .model import check_count_parameters, check_shortcut_block
@@ -21,10 +22,12 @@ __all__ = [
     "check_close",
     "check_count_parameters",
     "check_cross_entropy",
+    "check_example_targets",
     "check_feed_forward",
     "check_gelu",
     "check_layer_norm",
     "check_lr_schedule",
+    "check_lora_forward",
     "check_multi_head_attention",
     "check_shortcut_block",
     "check_sliding_windows",
