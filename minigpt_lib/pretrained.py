@@ -228,6 +228,19 @@ def check_tensor_shapes(found: dict[str, tuple[int, ...]], expected: dict[str, t
             )
 
 
+def check_layer_count(n_tensors: int, n_layers: int, per_layer: int, other: int, what: str) -> None:
+    """Refuse a config whose ``n_layers`` the file cannot hold, before listing every expected tensor name.
+
+    A file with ``n_tensors`` tensors holds at most ``(n_tensors - other) // per_layer`` blocks; a header
+    claiming a trillion layers is refused here rather than enumerated.
+    """
+    if n_layers * per_layer + other > n_tensors + per_layer:  # more than one block short: say so before listing
+        raise ValueError(
+            f"{what}: the config has n_layers={n_layers} ({n_layers * per_layer + other} tensors), "
+            f"but the file holds only {n_tensors} tensors"
+        )
+
+
 def hf_to_minigpt_state_dict(hf_state_dict: dict[str, torch.Tensor], cfg: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Rename, transpose and split Hugging Face GPT-2 weights into a state dict for ``GPTModel(cfg)``.
 
@@ -236,6 +249,7 @@ def hf_to_minigpt_state_dict(hf_state_dict: dict[str, torch.Tensor], cfg: dict[s
     """
     weights = _strip_prefix(hf_state_dict)
     lm_head = weights.pop("lm_head.weight", None)
+    check_layer_count(len(weights), cfg["n_layers"], 12, 4, f"hf_state_dict (n_layers={cfg['n_layers']})")
     shapes = _expected_hf_shapes(cfg)
     check_tensor_shapes(
         {name: tuple(t.shape) for name, t in weights.items()}, shapes, f"hf_state_dict (n_layers={cfg['n_layers']})"
@@ -324,7 +338,9 @@ def load_hf_gpt2(path_or_dir: str | os.PathLike[str]) -> GPTModel:
     cfg = config_from_hf(_read_json(config_file))
     header_shapes = _safetensors_shapes(weights_file)
     header_shapes.pop("lm_head.weight", None)
-    check_tensor_shapes(_strip_prefix(header_shapes), _expected_hf_shapes(cfg), str(weights_file))
+    bare_shapes = _strip_prefix(header_shapes)
+    check_layer_count(len(bare_shapes), cfg["n_layers"], 12, 4, str(weights_file))
+    check_tensor_shapes(bare_shapes, _expected_hf_shapes(cfg), str(weights_file))
     hf_state_dict = load_file(weights_file)
     lm_head = hf_state_dict.get("lm_head.weight")
     wte = hf_state_dict.get("transformer.wte.weight", hf_state_dict.get("wte.weight"))
@@ -407,6 +423,7 @@ def _llama_shapes(cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 
 def _check_llama_file(found: dict[str, tuple[int, ...]], cfg: dict[str, Any], fmt: int, what: str) -> dict[str, str]:
     """Check a file's tensor names and shapes against ``cfg`` before anything is allocated; return the name map."""
+    check_layer_count(len(found), cfg["n_layers"], len(_LLAMA_BLOCK_NAMES), 2 + (not cfg["tie_weights"]), what)
     names = _llama_file_names(cfg, fmt)
     shapes = _llama_shapes(cfg)
     check_tensor_shapes(found, {theirs: shapes[ours] for ours, theirs in names.items()}, what)
