@@ -33,6 +33,11 @@ class LayerKVCache:
                 f"kv_cache: holds {self.length} tokens of (batch, heads, head_dim)={held}, got new keys of "
                 f"{(batch, heads, head_dim)}; reset() it or make a new cache for another batch or model"
             )
+        if self.length and (self.keys.dtype, self.keys.device) != (keys.dtype, keys.device):
+            raise ValueError(
+                f"kv_cache: holds {self.length} tokens as {self.keys.dtype} on {self.keys.device}, got new keys as "
+                f"{keys.dtype} on {keys.device}; reset() it or make a new cache for another dtype or device"
+            )
         end = self.length + new
         if end > self.max_len:
             raise ValueError(

@@ -19,11 +19,14 @@ process's; only rank 0 prints, shows progress and writes checkpoints (of the unw
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn as nn
@@ -42,7 +45,7 @@ from .distributed import (
 from .generate import generate
 from .layers import linear_cross_entropy
 from .tokenizer import Tokenizer, text_to_token_ids, token_ids_to_text
-from .utils import check_positive_int, eval_mode, get_device
+from .utils import check_number, check_positive_int, eval_mode, get_device, remove_stale_temporaries
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -174,6 +177,7 @@ def train_step(
     grad_clip: float | None = None,
     amp: bool = False,
     loss_fn: nn.Module | None = None,
+    micro_batches: int = 1,
 ) -> float:
     """One optimization step on one batch: zero the gradients, forward, loss, backward, clip, update.
 
@@ -181,18 +185,39 @@ def train_step(
     in bfloat16 autocast. ``loss_fn`` (default ``NextTokenLoss(model)``) maps ``(inputs, targets)`` to the loss;
     data-parallel training passes the wrapped one. A non-finite loss or gradient norm raises
     :class:`TrainingDivergedError` before the weights change.
+
+    ``micro_batches`` > 1 accumulates gradients: the batch is cut into that many parts along its first dimension,
+    each part's forward and backward pass runs on its own (memory for one part only), and each part's loss is
+    weighted by its share of the counted targets, so the summed gradient is the whole batch's. In a data-parallel
+    run the processes exchange gradients only after the last part.
     """
+    if grad_clip is not None:  # 0 would stop learning, a negative cap would flip the gradients
+        check_number("grad_clip", grad_clip, 0.0, low_open=True)
     device = next(model.parameters()).device
     input_batch, target_batch = input_batch.to(device), target_batch.to(device)
     loss_fn = NextTokenLoss(model) if loss_fn is None else loss_fn
 
+    check_positive_int("micro_batches", micro_batches)
+    parts = [(input_batch, target_batch, 1.0)]
+    if micro_batches > 1:  # weigh each part by its share of the counted targets; parts without any are skipped
+        ignore_index = getattr(getattr(loss_fn, "module", loss_fn), "ignore_index", -100)  # DDP: in .module
+        inputs, targets = input_batch.chunk(micro_batches), target_batch.chunk(micro_batches)
+        counts = [int((t != ignore_index).sum()) for t in targets]
+        if sum(counts) > 0:  # (else one part, whose loss is NaN and reported below)
+            parts = [(x, y, n / sum(counts)) for x, y, n in zip(inputs, targets, counts, strict=True) if n > 0]
+
     optimizer.zero_grad()
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-        loss = loss_fn(input_batch, target_batch)
-    loss_value = mean_over_processes(loss.item())  # in a data-parallel run: the loss of the global batch
+    loss_value = 0.0
+    for i, (inputs, targets, weight) in enumerate(parts):
+        sync = i == len(parts) - 1 or not hasattr(loss_fn, "no_sync")  # DDP: exchange gradients once, at the end
+        with contextlib.nullcontext() if sync else loss_fn.no_sync():
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = loss_fn(inputs, targets) * weight
+            loss_value += loss.item()
+            loss.backward()
+    loss_value = mean_over_processes(loss_value)  # in a data-parallel run: the loss of the global batch
     if not math.isfinite(loss_value):
         raise TrainingDivergedError(f"loss: became {loss_value}; lower the learning rate or clip gradients")
-    loss.backward()
     if grad_clip is not None:
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         if not torch.isfinite(norm):
@@ -247,6 +272,17 @@ def lr_at_step(
 
 # --------------------------------------------------------------------------------------------------
 # Training loop
+
+
+class TrainingCallback(Protocol):
+    """What :func:`train_model` calls, on the main process, to let a tracker observe training
+    (:class:`~minigpt_lib.tracking.TrainingTracker` is one)."""
+
+    def on_step(self, step: int, loss: float, lr: float, tokens: int) -> None:
+        """After optimizer step ``step`` (1-based): the batch loss, learning rate and tokens of the global batch."""
+
+    def on_evaluation(self, step: int, train_loss: float, val_loss: float) -> None:
+        """After the evaluation that follows step ``step``."""
 
 
 @dataclass
@@ -350,6 +386,33 @@ def _save(
     barrier()
 
 
+def _check_loop_state(path: str | os.PathLike[str], extra: dict, epoch_rng: torch.Tensor | None) -> None:
+    """Check, field by field, the loop position and history that :func:`_save` put in a checkpoint."""
+
+    def expect(ok: bool, name: str, expected: str, value: object) -> None:
+        if not ok:
+            raise ValueError(f"resume_from: {path}: field {name!r}: expected {expected}, got {value!r:.80}")
+
+    def count(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    for key in ("epoch", "batches_done", "tokens_seen"):
+        expect(count(extra.get(key)), f"extra.{key}", "a non-negative integer", extra.get(key))
+    saved, keys = extra["history"], [f.name for f in fields(TrainingHistory)]
+    expect(isinstance(saved, dict) and sorted(saved) == sorted(keys), "extra.history", f"an object of {keys}", saved)
+    for key in keys:
+        value = saved[key]
+        if key == "steps":
+            ok, expected = count(value) and value == len(saved["step_losses"]), "the number of step_losses"
+        else:
+            ok = isinstance(value, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
+            expected = "a list of numbers"
+        expect(ok, f"extra.history.{key}", expected, value)
+    state_shape = torch.get_rng_state().shape
+    ok = isinstance(epoch_rng, torch.Tensor) and epoch_rng.dtype == torch.uint8 and epoch_rng.shape == state_shape
+    expect(ok, "tensors.epoch_rng", f"a generator state ({state_shape[0]} bytes)", epoch_rng)
+
+
 def _resume(
     path: str | os.PathLike[str],
     model: nn.Module,
@@ -365,6 +428,7 @@ def _resume(
         raise ValueError(
             f"resume_from: {path} was not written by train_model (no loop position in it)"
         )
+    _check_loop_state(path, ckpt.extra, ckpt.tensors.get("epoch_rng"))
     history = TrainingHistory(**ckpt.extra["history"])
     position = _Position(
         epoch=ckpt.extra["epoch"],
@@ -411,6 +475,20 @@ def _check_train_args(
     return total
 
 
+def _check_step_args(
+    lr: float, weight_decay: float, min_lr: float, grad_clip: float | None, warmup_steps: int
+) -> None:
+    """Refuse rates and caps outside their meaningful range, naming the argument (a NaN or an infinite
+    rate would train to NaN weights; a zero or negative cap would stop learning or flip the gradients)."""
+    check_number("lr", lr, 0.0, low_open=True)
+    check_number("weight_decay", weight_decay, 0.0)
+    check_number("min_lr", min_lr, 0.0)
+    if grad_clip is not None:
+        check_number("grad_clip", grad_clip, 0.0, low_open=True)
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+        raise ValueError(f"warmup_steps: expected an integer >= 0, got {warmup_steps!r}")
+
+
 def train_model(
     model: nn.Module,
     train_loader: Iterable[Batch],
@@ -429,6 +507,9 @@ def train_model(
     min_lr: float = 0.0,
     grad_clip: float | None = None,
     amp: bool = False,
+    micro_batches: int = 1,
+    compile: bool = False,
+    callback: TrainingCallback | None = None,
     start_context: str | None = None,
     tokenizer: Tokenizer | None = None,
     progress: bool = True,
@@ -449,6 +530,11 @@ def train_model(
     ``resume_from`` continues a run from one exactly (same arguments and loaders needed). ``device``
     defaults to :func:`get_device`.
 
+    ``micro_batches`` accumulates gradients over that many parts of each batch (:func:`train_step`);
+    ``compile`` runs the training forward and backward passes through ``torch.compile``; ``callback`` (a
+    :class:`TrainingCallback`, such as :class:`~minigpt_lib.tracking.TrainingTracker`) is told about every step
+    and every evaluation.
+
     In a data-parallel run (see :mod:`minigpt_lib.distributed`) the loaders' batches are global:
     each process takes its share, and every process returns the same history.
     """
@@ -462,6 +548,7 @@ def train_model(
         checkpoint_every,
         checkpoint_path,
     )
+    _check_step_args(lr, weight_decay, min_lr, grad_clip, warmup_steps)
     device = torch.device(device) if device is not None else get_device()
     model.to(device)
     if optimizer is None:
@@ -470,9 +557,21 @@ def train_model(
     if resume_from is not None:
         history, position = _resume(resume_from, model, optimizer, len(train_loader))
     peak_lrs = [group.setdefault("initial_lr", group["lr"]) for group in optimizer.param_groups]
+    if use_schedule:  # a warm-up longer than the run, or min_lr above the peak, fails now rather than at step 1
+        for peak in peak_lrs:
+            lr_at_step(history.steps, total_steps, peak, warmup_steps, min_lr)
+    if checkpoint_path is not None and is_main_process():
+        remove_stale_temporaries(Path(checkpoint_path).parent)  # left by a run killed while saving
+    # The step the file at checkpoint_path holds, named if the run diverges.
+    same_file = resume_from is not None and checkpoint_path is not None and Path(resume_from) == Path(checkpoint_path)
+    saved_step = history.steps if same_file else None
     # Data-parallel runs step through the wrapper (gradients averaged over processes) on this
     # process's share of each batch; evaluation, samples and checkpoints use the plain model.
-    loss_fn = wrap_model(NextTokenLoss(model), device)
+    loss_fn = NextTokenLoss(model)
+    if compile:
+        loss_fn.compile()  # torch.compile of the model and its loss, in place: the same weights, fused kernels
+    loss_fn = wrap_model(loss_fn, device)
+    callback = callback if is_main_process() else None
     train_loader, val_loader = shard_loader(train_loader), shard_loader(val_loader)
     progress = progress and is_main_process()  # one progress bar, not one per process
 
@@ -485,7 +584,15 @@ def train_model(
                         group["lr"] = lr_at_step(
                             history.steps, total_steps, peak, warmup_steps, min_lr
                         )
-                loss = train_step(model, optimizer, *batch, grad_clip=grad_clip, amp=amp, loss_fn=loss_fn)
+                try:
+                    loss = train_step(
+                    model, optimizer, *batch, grad_clip=grad_clip, amp=amp, loss_fn=loss_fn, micro_batches=micro_batches
+                )
+                except TrainingDivergedError as exc:
+                    kept = "nothing was saved" if saved_step is None else f"{checkpoint_path} keeps step {saved_step}"
+                    raise TrainingDivergedError(
+                        f"training diverged at step {history.steps + 1}: {exc}; stopped, {kept}"
+                    ) from None
                 history.steps += 1
                 history.lrs.append(optimizer.param_groups[0]["lr"])
                 history.step_losses.append(loss)
@@ -493,13 +600,18 @@ def train_model(
                 position.tokens_seen += batch[0].numel() * get_world_size()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
+                if callback is not None:
+                    callback.on_step(history.steps, loss, history.lrs[-1], batch[0].numel() * get_world_size())
 
                 if (history.steps - 1) % eval_freq == 0:
                     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                         losses = evaluate_model(model, train_loader, val_loader, device, eval_iter)
                     _record_evaluation(history, position, *map(mean_over_processes, losses))
+                    if callback is not None:
+                        callback.on_evaluation(history.steps, history.train_losses[-1], history.val_losses[-1])
                 if checkpoint_every and history.steps % checkpoint_every == 0:
                     _save(checkpoint_path, model, optimizer, tokenizer, history, position)
+                    saved_step = history.steps
                 if history.steps >= total_steps:
                     break
 

@@ -253,3 +253,50 @@ def test_compiled_gpt_model_matches_eager_mode():
     expected = torch.autograd.grad(model(idx).logsumexp(-1).mean(), list(model.parameters()))
     for got, want in zip(grads, expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+# --- a KV cache from another call or another model is refused, never read as garbage ---------------------
+
+
+@pytest.mark.parametrize(
+    ("other", "batch", "message"),
+    [
+        ({}, 3, r"holds 5 tokens of \(batch, heads, head_dim\)=\(2, 4, 4\), got new keys of \(3, 4, 4\)"),
+        ({}, 1, r"\(batch, heads, head_dim\)=\(2, 4, 4\), got new keys of \(1, 4, 4\)"),
+        ({"n_heads": 2}, 2, r"\(batch, heads, head_dim\)=\(2, 2, 8\), got new keys of \(2, 4, 4\)"),
+        ({"n_heads": 8}, 2, r"\(batch, heads, head_dim\)=\(2, 8, 2\), got new keys of \(2, 4, 4\)"),
+        ({"n_layers": 1}, 2, r"kv_cache: expected a KVCache of 2 layers from new_kv_cache\(\), got 1 layers"),
+        ({"n_layers": 3}, 2, r"kv_cache: expected a KVCache of 2 layers from new_kv_cache\(\), got 3 layers"),
+    ],
+)
+def test_a_kv_cache_filled_for_another_batch_or_model_is_refused(other, batch, message):
+    filler = tiny_model(**other)
+    cache = filler.new_kv_cache()
+    filler(torch.randint(0, TINY["vocab_size"], (2, 5)), kv_cache=cache)
+    model = tiny_model()
+    with pytest.raises(ValueError, match=message):
+        model(torch.randint(0, TINY["vocab_size"], (batch, 1)), kv_cache=cache)
+
+
+def test_a_kv_cache_filled_in_another_dtype_is_refused():
+    model = tiny_model()
+    cache = model.new_kv_cache()
+    model(torch.randint(0, TINY["vocab_size"], (1, 5)), kv_cache=cache)
+    with pytest.raises(ValueError, match=r"kv_cache: holds 5 tokens as torch.float32 on cpu, got new keys as torch.bf"):
+        model.to(torch.bfloat16)(torch.randint(0, TINY["vocab_size"], (1, 1)), kv_cache=cache)
+
+
+def test_a_reset_kv_cache_serves_another_batch_size_correctly():
+    model = tiny_model()
+    cache = model.new_kv_cache()
+    model(torch.randint(0, TINY["vocab_size"], (2, 5)), kv_cache=cache)
+    cache.reset()
+    idx = torch.randint(0, TINY["vocab_size"], (3, 6))
+    cached = torch.cat([model(idx[:, :4], kv_cache=cache), model(idx[:, 4:], kv_cache=cache)], dim=1)
+    torch.testing.assert_close(cached, model(idx))
+
+
+@pytest.mark.parametrize("cache", [[], object(), "cache"])
+def test_something_else_than_a_kv_cache_is_refused(cache):
+    with pytest.raises(ValueError, match="kv_cache: expected a KVCache of 2 layers from new_kv_cache"):
+        tiny_model()(torch.zeros(1, 2, dtype=torch.long), kv_cache=cache)

@@ -1,10 +1,13 @@
 """Tests for minigpt_lib.train: losses, the learning-rate schedule, the loop, exact resumption."""
 
+import json
 import math
 
 import pytest
 import torch
 import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from minigpt_lib import train
 from minigpt_lib.corpora import load_text
@@ -370,3 +373,186 @@ def test_train_step_with_a_compiled_model_matches_eager():
     assert loss == pytest.approx(ref_loss, rel=1e-5)
     for got, expected in zip(model.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------
+# GPU recipe: gradient accumulation, torch.compile, a tracking callback (each checked on the CPU)
+
+
+@pytest.mark.parametrize("micro_batches", [2, 3, 8])
+def test_micro_batches_accumulate_the_whole_batchs_gradient(micro_batches):
+    inputs, targets = torch.randint(0, 50, (8, 12)), torch.randint(0, 50, (8, 12))
+    targets[1, :7] = -100  # parts count different numbers of targets...
+    targets[6] = -100  # ...and one counts none (skipped with 8 parts)
+    results = []
+    for parts in (1, micro_batches):
+        model = _tiny_gpt()
+        loss = train_step(model, torch.optim.SGD(model.parameters(), lr=0.1), inputs, targets, micro_batches=parts)
+        results.append((loss, [p.grad.clone() for p in model.parameters()], list(model.parameters())))
+    (loss, grads, weights), (acc_loss, acc_grads, acc_weights) = results
+    assert acc_loss == pytest.approx(loss, rel=1e-6)
+    for got, expected in zip(acc_grads + acc_weights, grads + weights, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_micro_batches_must_be_a_positive_int():
+    model = _tiny_gpt()
+    with pytest.raises(ValueError, match="micro_batches: expected a positive integer, got 0"):
+        train_step(model, torch.optim.SGD(model.parameters(), lr=0.1), *torch.zeros(2, 2, 12).long(), micro_batches=0)
+
+
+def test_train_model_compile_traces_the_loss_and_matches_eager(verdict, monkeypatch):
+    compiled = []
+    eager_compile = nn.Module.compile
+
+    def compile_aot_eager(module, *args, **kwargs):  # Inductor's tracing without its slow C++ build
+        compiled.append(type(module).__name__)
+        return eager_compile(module, *args, backend="aot_eager", **kwargs)
+
+    monkeypatch.setattr(nn.Module, "compile", compile_aot_eager)
+    histories = []
+    for compile in (False, True):
+        model, train_loader, val_loader = setup(verdict)
+        kwargs = {"max_steps": 3, "eval_freq": 2, "eval_iter": 1, "progress": False}
+        histories.append(train_model(model, train_loader, val_loader, device="cpu", compile=compile, **kwargs))
+    assert compiled == ["NextTokenLoss"]
+    assert histories[1].step_losses == pytest.approx(histories[0].step_losses, rel=1e-5)
+    assert histories[1].val_losses == pytest.approx(histories[0].val_losses, rel=1e-5)
+
+
+class Recorder:
+    """A training callback that remembers what it was told."""
+
+    def __init__(self):
+        self.steps, self.evaluations = [], []
+
+    def on_step(self, step, loss, lr, tokens):
+        self.steps.append((step, loss, lr, tokens))
+
+    def on_evaluation(self, step, train_loss, val_loss):
+        self.evaluations.append((step, train_loss, val_loss))
+
+
+def test_train_model_tells_a_callback_about_steps_and_evaluations(verdict):
+    model, train_loader, val_loader = setup(verdict)
+    recorder = Recorder()
+    history = train_model(model, train_loader, val_loader, device="cpu", max_steps=4, eval_freq=2, eval_iter=1,
+                          progress=False, use_schedule=True, callback=recorder)  # fmt: skip
+    assert [s[0] for s in recorder.steps] == [1, 2, 3, 4]
+    assert [s[1] for s in recorder.steps] == history.step_losses and [s[2] for s in recorder.steps] == history.lrs
+    assert all(s[3] == 4 * 32 for s in recorder.steps)  # tokens of each batch of 4 windows of 32
+    assert recorder.evaluations == list(zip(history.eval_steps, history.train_losses, history.val_losses, strict=True))
+
+
+# --- no run ends in a silent wrong result ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("lr", "every"), [(1e30, 1), (1e6, 1), (100.0, 2)])
+def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(verdict, tmp_path, lr, every):
+    model, train_loader, val_loader = setup(verdict)
+    path = tmp_path / "ckpt.safetensors"
+    with pytest.raises(TrainingDivergedError) as info:
+        train_model(
+            model, train_loader, val_loader, device="cpu", lr=lr, num_epochs=3, eval_freq=100, progress=False,
+            checkpoint_path=path, checkpoint_every=every,
+        )
+    message = str(info.value)
+    saved = train.load_checkpoint(path)  # loads: every weight in it is finite
+    assert message.startswith("training diverged at step ") and "loss: became nan" in message
+    assert message.endswith(f"stopped, {path} keeps step {saved.step}") and saved.step % every == 0
+    assert int(message.split()[4].rstrip(":")) > saved.step
+
+
+def test_a_run_diverging_before_its_first_checkpoint_says_nothing_was_saved(verdict, tmp_path):
+    model, train_loader, val_loader = setup(verdict)
+    path = tmp_path / "ckpt.safetensors"
+    with pytest.raises(TrainingDivergedError, match=r"at step 2: .*; stopped, nothing was saved$"):
+        train_model(model, train_loader, val_loader, device="cpu", lr=1e30, eval_freq=100, progress=False,
+                    checkpoint_path=path)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"lr": 0.0}, r"lr: expected a number in \(0, inf\], got 0.0"),
+        ({"lr": -1e-3}, r"lr: expected a number in \(0"),
+        ({"lr": float("inf")}, "lr: expected a finite number, got inf"),
+        ({"lr": float("nan")}, "lr: expected a finite number, got nan"),
+        ({"lr": "4e-4"}, "lr: expected a finite number"),
+        ({"grad_clip": 0.0}, r"grad_clip: expected a number in \(0"),
+        ({"grad_clip": -1.0}, r"grad_clip: expected a number in \(0"),
+        ({"grad_clip": float("nan")}, "grad_clip: expected a finite number, got nan"),
+        ({"weight_decay": -0.1}, r"weight_decay: expected a number in \[0"),
+        ({"weight_decay": float("nan")}, "weight_decay: expected a finite number"),
+        ({"min_lr": -1.0}, r"min_lr: expected a number in \[0"),
+        ({"warmup_steps": -1}, "warmup_steps: expected an integer >= 0, got -1"),
+        ({"warmup_steps": 1.5}, "warmup_steps: expected an integer >= 0, got 1.5"),
+        ({"use_schedule": True, "warmup_steps": 10_000}, "warmup_steps: expected an integer in"),
+        ({"use_schedule": True, "lr": 1e-3, "min_lr": 1e-2}, "min_lr: expected a number in"),
+    ],
+)
+def test_rates_and_caps_outside_their_range_fail_before_anything_is_written(verdict, tmp_path, kwargs, match):
+    model, train_loader, val_loader = setup(verdict)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=match):
+        train_model(model, train_loader, val_loader, device="cpu", progress=False,
+                    checkpoint_path=tmp_path / "ckpt.safetensors", **kwargs)
+    assert list(tmp_path.iterdir()) == []
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("grad_clip", [0.0, -1.0, float("inf"), float("nan")])
+def test_train_step_refuses_a_meaningless_gradient_cap(grad_clip):
+    model = _tiny_gpt()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    inputs, targets = torch.randint(0, 50, (2, 12)), torch.randint(0, 50, (2, 12))
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="grad_clip: expected"):
+        train_step(model, optimizer, inputs, targets, grad_clip=grad_clip)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_a_run_removes_the_temporaries_a_killed_save_left(verdict, tmp_path):
+    stale = tmp_path / ".ckpt.safetensors.abc123.partial"
+    stale.write_bytes(b"x" * 1000)
+    other = tmp_path / "notes.txt"
+    other.write_text("kept")
+    model, train_loader, val_loader = setup(verdict)
+    train_model(model, train_loader, val_loader, device="cpu", max_steps=1, progress=False,
+                checkpoint_path=tmp_path / "ckpt.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.safetensors", "notes.txt"]
+
+
+def _tamper_extra(path, change):
+    with safe_open(path, framework="pt") as f:
+        header, tensors = json.loads(f.metadata()["minigpt"]), {k: f.get_tensor(k) for k in f.keys()}
+    change(header["extra"], tensors)
+    save_file(tensors, path, metadata={"minigpt": json.dumps(header)})
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "expected"),
+    [
+        (lambda e, t: e.update(epoch=-1), "extra.epoch", "a non-negative integer"),
+        (lambda e, t: e.pop("batches_done"), "extra.batches_done", "a non-negative integer"),
+        (lambda e, t: e.update(tokens_seen="many"), "extra.tokens_seen", "a non-negative integer"),
+        (lambda e, t: e.update(history=[]), "extra.history", "an object of"),
+        (lambda e, t: e["history"].update(typo=[]), "extra.history", "an object of"),
+        (lambda e, t: e["history"].update(steps=99), "extra.history.steps", "the number of step_losses"),
+        (lambda e, t: e["history"].update(lrs=["fast"]), "extra.history.lrs", "a list of numbers"),
+        (lambda e, t: t.pop("extra.epoch_rng"), "tensors.epoch_rng", "a generator state"),
+        (lambda e, t: t.update({"extra.epoch_rng": torch.zeros(3)}), "tensors.epoch_rng", "a generator state"),
+    ],
+)
+def test_resuming_from_a_tampered_loop_state_names_the_field(verdict, tmp_path, change, field, expected):
+    model, train_loader, val_loader = setup(verdict)
+    path = tmp_path / "ckpt.safetensors"
+    kwargs = {"device": "cpu", "eval_freq": 100, "progress": False}
+    train_model(model, train_loader, val_loader, max_steps=2, checkpoint_path=path, **kwargs)
+    _tamper_extra(path, change)
+    with pytest.raises(ValueError) as info:
+        train_model(model, train_loader, val_loader, max_steps=4, resume_from=path, **kwargs)
+    message = str(info.value)
+    assert message.startswith(f"resume_from: {path}: field '{field}': expected {expected}"), message
+    assert "\n" not in message
