@@ -1,4 +1,6 @@
-"""Command line: ``python -m minigpt_lib train | generate | chat``.
+"""Command line: ``python -m minigpt_lib prepare | train | generate | chat``.
+
+``prepare`` tokenizes documents into token files (:mod:`minigpt_lib.prepare`) that ``train --data`` reads.
 
 ``train`` writes ``checkpoint.safetensors``, ``train_args.json`` and ``history.json`` into
 ``--out``; ``generate`` and ``chat`` read that folder (or a checkpoint file). Errors print one
@@ -35,7 +37,10 @@ from .distributed import (
 )
 from .generate import complete, stream_text
 from .model import GPTModel, count_parameters
+from .prepare import prepare_token_files, read_meta
+from .token_data import TokenWindowLoader
 from .tokenizer import CharTokenizer, Tokenizer, get_tokenizer, text_to_token_ids
+from .tracking import TrainingTracker, measure_peak_flops
 from .train import evaluate_model, perplexity, train_model
 from .utils import get_device
 
@@ -51,6 +56,7 @@ TRAIN_MODEL_OPTIONS = {
     "min_lr": "min_lr",
     "grad_clip": "grad_clip",
     "amp": "amp",
+    "compile": "compile",
     "eval_freq": "eval_freq",
     "eval_iter": "eval_iter",
     "checkpoint_every": "checkpoint_every",
@@ -61,6 +67,7 @@ _train_model_parameters = inspect.signature(train_model).parameters
 #: the parser leaves unset options as None so that a resumed run can tell which settings the command line changed.
 TRAIN_DEFAULTS: dict[str, Any] = {
     "text": None,
+    "data": None,
     "preset": "small",
     "set": [],
     "context_length": None,
@@ -68,6 +75,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": None,
     "max_steps": None,
     "batch_size": 8,
+    "batch_tokens": None,
+    "tensorboard": None,
+    "peak_flops": None,
     "val_fraction": 0.1,
     "seed": 123,
     "sample_prompt": None,
@@ -82,7 +92,9 @@ SAMPLING_DEFAULTS: dict[str, Any] = {
     if name in ("max_new_tokens", "temperature", "top_k", "top_p", "seed")
 }
 #: Settings a resumed run may change: how long to train and where, not what is trained.
-RESUME_MAY_CHANGE = {"epochs", "max_steps", "checkpoint_every", "sample_prompt", "device", "quiet"}
+RESUME_MAY_CHANGE = {
+    "epochs", "max_steps", "checkpoint_every", "sample_prompt", "device", "quiet", "tensorboard", "peak_flops"
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -150,9 +162,10 @@ def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
                 f"--out: {out} already holds a checkpoint; add --resume to continue it, "
                 "or pick another --out"
             )
-        if "text" not in given:
+        if ("text" in given) == ("data" in given):
             raise ValueError(
-                f"text: give a corpus name ({', '.join(CORPORA)}) or a text file to train on"
+                f"text: give a corpus name ({', '.join(CORPORA)}) or a text file to train on, "
+                "or --data with a folder of token files (not both)"
             )
         return {**TRAIN_DEFAULTS, **given}
     if not (out / CHECKPOINT_NAME).is_file() or not (out / ARGS_NAME).is_file():
@@ -205,8 +218,31 @@ def _model_config(settings: dict[str, Any], tokenizer: Tokenizer) -> dict[str, A
     return cfg
 
 
+def _micro_batches(settings: dict[str, Any], context_length: int) -> int:
+    """Micro-batches per optimizer step: ``--batch-tokens / (--batch-size * context length)``, else 1."""
+    if settings["batch_tokens"] is None:
+        return 1
+    per_micro_batch = settings["batch_size"] * context_length
+    if settings["batch_tokens"] <= 0 or settings["batch_tokens"] % per_micro_batch:
+        raise ValueError(
+            f"--batch-tokens: expected a positive multiple of --batch-size x context length = {per_micro_batch}, "
+            f"got {settings['batch_tokens']}"
+        )
+    return settings["batch_tokens"] // per_micro_batch
+
+
+def _token_file_loaders(settings: dict[str, Any], context_length: int, micro_batches: int) -> list:
+    """Random-offset training batches from ``train.bin``; evenly spaced validation windows of ``val.bin``."""
+    data, batch_size = settings["data"], settings["batch_size"]
+    train_loader = TokenWindowLoader(data, "train", batch_size * micro_batches, context_length)
+    val_loader = TokenWindowLoader(
+        data, "val", batch_size, context_length, random=False, batches_per_epoch=settings["eval_iter"]
+    )
+    return [train_loader, val_loader]
+
+
 def _loaders(
-    text: str, settings: dict[str, Any], context_length: int, tokenizer: Tokenizer
+    text: str, settings: dict[str, Any], context_length: int, tokenizer: Tokenizer, micro_batches: int = 1
 ) -> list[DataLoader]:
     """Training (shuffled) and validation loaders of non-overlapping ``context_length`` windows."""
     if not 0 < settings["val_fraction"] < 1:
@@ -223,7 +259,7 @@ def _loaders(
             loaders.append(
                 create_dataloader(
                     part_text,
-                    batch_size=settings["batch_size"],
+                    batch_size=settings["batch_size"] * (micro_batches if is_train else 1),
                     max_length=context_length,
                     stride=context_length,
                     shuffle=is_train,
@@ -254,12 +290,22 @@ def _train(settings: dict[str, Any], out: Path, device: torch.device, resume: bo
     """Build data and model from ``settings``, train, write the files and print the final losses."""
     main_process = is_main_process()
     torch.manual_seed(settings["seed"])  # the same in every process: same weights, same shuffle
-    text = load_text(settings["text"])
-    tokenizer = (
-        CharTokenizer.from_text(text) if settings["tokenizer"] == "char" else get_tokenizer()
-    )
-    cfg = _model_config(settings, tokenizer)
-    train_loader, val_loader = _loaders(text, settings, cfg["context_length"], tokenizer)
+    if settings["data"] is not None:
+        meta = read_meta(settings["data"])
+        if settings["tokenizer"] != meta["tokenizer"]:
+            raise ValueError(f"--tokenizer: the token files in {settings['data']} hold {meta['tokenizer']} ids")
+        tokenizer = get_tokenizer(meta["tokenizer"])
+        cfg = _model_config(settings, tokenizer)
+        micro_batches = _micro_batches(settings, cfg["context_length"])
+        train_loader, val_loader = _token_file_loaders(settings, cfg["context_length"], micro_batches)
+    else:
+        text = load_text(settings["text"])
+        tokenizer = (
+            CharTokenizer.from_text(text) if settings["tokenizer"] == "char" else get_tokenizer()
+        )
+        cfg = _model_config(settings, tokenizer)
+        micro_batches = _micro_batches(settings, cfg["context_length"])
+        train_loader, val_loader = _loaders(text, settings, cfg["context_length"], tokenizer, micro_batches)
     if settings["sample_prompt"] is not None:
         text_to_token_ids(settings["sample_prompt"], tokenizer)  # fail now, not after an epoch
     model = GPTModel(cfg)
@@ -271,6 +317,7 @@ def _train(settings: dict[str, Any], out: Path, device: torch.device, resume: bo
         )
         out.mkdir(parents=True, exist_ok=True)
         (out / ARGS_NAME).write_text(json.dumps(settings, indent=2) + "\n")
+    tracker = _tracker(settings, model, cfg["context_length"], device) if main_process else None
     history = train_model(
         model,
         train_loader,
@@ -283,10 +330,16 @@ def _train(settings: dict[str, Any], out: Path, device: torch.device, resume: bo
         progress=not settings["quiet"],
         checkpoint_path=out / CHECKPOINT_NAME,
         resume_from=out / CHECKPOINT_NAME if resume else None,
+        micro_batches=micro_batches,
+        callback=tracker,
         **{name: settings[option] for option, name in TRAIN_MODEL_OPTIONS.items()},
     )
+    if tracker is not None:
+        tracker.close()
+    # A corpus of token files is too large to evaluate whole: --eval-iter batches of each, as during training.
+    eval_iter = None if settings["data"] is None else settings["eval_iter"]
     losses = evaluate_model(
-        model, shard_loader(train_loader), shard_loader(val_loader), device, eval_iter=None
+        model, shard_loader(train_loader), shard_loader(val_loader), device, eval_iter=eval_iter
     )
     train_loss, val_loss = map(mean_over_processes, losses)
     if main_process:
@@ -297,6 +350,61 @@ def _train(settings: dict[str, Any], out: Path, device: torch.device, resume: bo
             f"(perplexity {perplexity(val_loss):.1f}); saved {out / CHECKPOINT_NAME}"
         )
     return 0
+
+
+def _tracker(settings: dict[str, Any], model: nn.Module, context_length: int, device: torch.device) -> TrainingTracker:
+    """Prints tokens/s and MFU every ``--eval-freq`` steps; with ``--tensorboard``, logs every scalar there too.
+
+    MFU is measured against ``--peak-flops`` (one device's, times the number of processes), else against the
+    rate of a large matrix product measured on ``device`` now.
+    """
+    peak = settings["peak_flops"] or measure_peak_flops(device, torch.bfloat16 if settings["amp"] else torch.float32)
+    return TrainingTracker(
+        settings["tensorboard"],
+        model,
+        context_length,
+        peak_flops=peak * get_world_size(),
+        log_every=settings["eval_freq"],
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# prepare
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Tokenize documents into ``--out``'s train.bin, val.bin and meta.json, and print the counts."""
+    meta = prepare_token_files(
+        args.inputs,
+        args.out,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    for split in ("train", "val"):
+        print(f"{split}: {meta[split]['documents']:,} documents, {meta[split]['tokens']:,} tokens")
+    print(f"wrote {Path(args.out) / 'train.bin'}, val.bin and meta.json")
+    return 0
+
+
+def _add_prepare_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "prepare",
+        help="tokenize documents into token files for train --data",
+        description="Tokenize documents with GPT-2's tokenizer into OUT/train.bin and OUT/val.bin (uint16 ids, "
+        "<|endoftext|> after each document, whole documents on each side) and OUT/meta.json.",
+        epilog="example: python -m minigpt_lib prepare corpus/ extra.txt --out tokens/",
+    )
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER",
+                   help="text files, or folders whose .txt/.md/.text files (recursively) are the documents")
+    p.add_argument("--out", required=True, help="folder for train.bin, val.bin and meta.json")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of the documents held out for validation (default: 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the choice of validation documents (default: 0)")
+    p.add_argument("--workers", type=int, help="tokenizing processes (default: one per CPU)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prepare)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,6 +464,9 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "text", nargs="?", help=f"corpus name ({', '.join(CORPORA)}) or path to a UTF-8 text file"
     )
+    p.add_argument(
+        "--data", metavar="DIR", help="train on token files written by 'prepare' (instead of TEXT)"
+    )
     p.add_argument("--out", default="runs/minigpt", help="output folder (default: runs/minigpt)")
     p.add_argument(
         "--resume", action="store_true", help="continue the run saved in --out, with its settings"
@@ -401,6 +512,18 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "--grad-clip", type=float, help="clip the gradient norm to this value (default: off)"
     )
     p.add_argument("--amp", action="store_true", default=None, help="bfloat16 autocast (for GPUs)")
+    p.add_argument(
+        "--compile", action="store_true", default=None, help="torch.compile the training step (for GPUs)"
+    )
+    p.add_argument(
+        "--batch-tokens",
+        type=int,
+        help="tokens per optimizer step: gradient accumulation over micro-batches of --batch-size windows",
+    )
+    p.add_argument("--tensorboard", metavar="LOGDIR", help="log losses, lr, gradient norm, tokens/s, MFU here")
+    p.add_argument(
+        "--peak-flops", type=float, help="one device's peak FLOP/s for MFU (default: measured with a matmul)"
+    )
     p.add_argument(
         "--val-fraction",
         type=float,
@@ -458,8 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m minigpt_lib", description="Train a small GPT and generate text with it."
     )
     subparsers = parser.add_subparsers(
-        dest="command", required=True, metavar="{train,generate,chat}"
+        dest="command", required=True, metavar="{prepare,train,generate,chat}"
     )
+    _add_prepare_parser(subparsers)
     _add_train_parser(subparsers)
     p = subparsers.add_parser(
         "generate",

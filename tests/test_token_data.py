@@ -1,11 +1,19 @@
 """Tests for batches from token files: random-offset windows through np.memmap, and training from them."""
 
+import json
+import re
+
 import numpy as np
 import pytest
 import torch
+from cli_runner import run_cli
 
+from minigpt_lib.cli import main
 from minigpt_lib.prepare import prepare_token_files, read_meta
 from minigpt_lib.token_data import TokenWindowLoader
+from minigpt_lib.tracking import read_scalars
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +85,64 @@ def test_too_short_a_file_for_one_window_is_refused(prepared):
     n = read_meta(prepared)["val"]["tokens"]
     with pytest.raises(ValueError, match=f"val.bin: {n} tokens are too few for one window of context_length={n}"):
         TokenWindowLoader(prepared, "val", batch_size=1, context_length=n)
+
+
+# --------------------------------------------------------------------------------------------------
+# Training from token files on the command line
+
+
+TINY = "--set emb_dim=32 --set n_layers=2 --set n_heads=2 --context-length 16 --eval-iter 2 --quiet".split()
+
+
+def history(out):
+    return json.loads((out / "history.json").read_text())
+
+
+def test_cli_trains_from_token_files_and_logs_tensorboard_scalars(prepared, tmp_path):
+    logdir = tmp_path / "tb"
+    result = run_cli("train", "--data", str(prepared), *TINY, "--max-steps", "4", "--eval-freq", "2",
+                     "--tensorboard", str(logdir), "--peak-flops", "1e12", "--out", str(tmp_path / "run"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "step 2: " in result.stdout and " tokens/s, MFU " in result.stdout
+    scalars = read_scalars(logdir)
+    assert {"loss/step", "loss/train", "loss/val", "lr", "grad_norm", "tokens_per_s", "mfu"} <= set(scalars)
+    assert scalars["loss/step"][0] == [1, 2, 3, 4] and scalars["loss/val"][0] == [1, 3]
+    saved = history(tmp_path / "run")
+    assert scalars["loss/val"][1] == pytest.approx(saved["val_losses"], rel=1e-6)
+    assert saved["tokens_seen"] == [8 * 16, 3 * 8 * 16]  # batches of 8 windows of 16 tokens
+
+
+def test_training_from_token_files_resumes_exactly(prepared, tmp_path):
+    common = ["train", "--data", str(prepared), *TINY, "--eval-freq", "2"]
+    assert main([*common, "--max-steps", "6", "--out", str(tmp_path / "whole")]) == 0
+    assert main([*common, "--max-steps", "3", "--out", str(tmp_path / "parts")]) == 0
+    assert main(["train", "--resume", "--max-steps", "6", "--quiet", "--out", str(tmp_path / "parts")]) == 0
+    whole, parts = history(tmp_path / "whole"), history(tmp_path / "parts")
+    assert parts["step_losses"] == whole["step_losses"] and parts["val_losses"] == whole["val_losses"]
+
+
+def test_batch_tokens_accumulates_micro_batches_to_the_same_steps(prepared, tmp_path):
+    # Without dropout: micro-batches draw their dropout masks in pieces, so masks would differ.
+    common = ["train", "--data", str(prepared), *TINY, "--max-steps", "3", "--eval-freq", "2", "--set", "drop_rate=0"]
+    assert main([*common, "--batch-size", "4", "--out", str(tmp_path / "big")]) == 0
+    assert main([*common, "--batch-size", "1", "--batch-tokens", str(4 * 16), "--out", str(tmp_path / "acc")]) == 0
+    big, acc = history(tmp_path / "big"), history(tmp_path / "acc")
+    assert acc["step_losses"] == pytest.approx(big["step_losses"], rel=1e-5)
+    assert acc["tokens_seen"] == big["tokens_seen"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "nowhere"], "nowhere/meta.json: no such file"),
+        (["the-verdict", "--data", "nowhere"], r"or --data with a folder of token files \(not both\)"),
+        (["--batch-tokens", "100"], "--batch-tokens: expected a positive multiple of --batch-size x context length"),
+        (["--tokenizer", "char"], "--tokenizer: the token files in .* hold gpt2 ids"),
+    ],
+)
+def test_cli_train_data_errors_are_one_line(prepared, tmp_path, capsys, args, message):
+    if args[0] != "--data" and "--data" not in args:
+        args = ["--data", str(prepared), *args]
+    assert main(["train", *args, *TINY, "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and re.search(message, err), err
