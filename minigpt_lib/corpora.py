@@ -41,6 +41,12 @@ CORPORA: dict[str, Corpus] = {
         sha256="b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f",
         description='Edith Wharton, "The Verdict" (1908), public domain; 20,479 bytes',
     ),
+    "tinyshakespeare": Corpus(
+        filename="tinyshakespeare.txt",
+        url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+        sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+        description="Tiny Shakespeare: about 40,000 lines of Shakespeare's plays, public domain; 1,115,394 bytes",
+    ),
 }
 
 

@@ -66,6 +66,12 @@ def test_the_verdict_from_the_shared_data_folder():
     assert corpora.sha256_of(data_dir() / "the-verdict.txt") == CORPORA["the-verdict"].sha256
 
 
+def test_tiny_shakespeare_from_the_shared_data_folder():
+    text = load_text("tinyshakespeare")
+    assert len(text.encode("utf-8")) == 1_115_394
+    assert text.startswith("First Citizen:")
+
+
 def test_good_download_is_checked_cached_and_reused(server, cache, monkeypatch):
     register(monkeypatch, f"{server}/good")
     Handler.requests.clear()
