@@ -486,3 +486,18 @@ def test_download_smollm2_verifies_each_file(tmp_path, monkeypatch):
         assert len(sha) == 64 and int(sha, 16) >= 0
     monkeypatch.setenv("MINIGPT_MODELS_DIR", str(tmp_path / "models"))
     assert pretrained.models_dir() == tmp_path / "models"
+
+
+def test_chat_format_equals_the_files_chat_template(hf_smollm2):
+    from minigpt_lib.chat import format_chat
+
+    _, hf_tokenizer = hf_smollm2
+    conversations = [
+        [{"role": "user", "content": "What is the capital of France?"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+         {"role": "assistant", "content": "Hello! How can I help?"}, {"role": "user", "content": "2+2?"}],
+    ]
+    for messages in conversations:
+        for add in (True, False):
+            expected = hf_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add)
+            assert format_chat(messages, add_generation_prompt=add) == expected
