@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from .checkpoint import load_checkpoint
-from .config import PRESETS, validate_config
+from .config import KNOWN_KEYS, PRESETS, check_known_keys, validate_config
 from .corpora import CORPORA, load_text
 from .data import create_dataloader, train_val_split
 from .distributed import (
@@ -42,7 +43,7 @@ from .token_data import TokenWindowLoader
 from .tokenizer import CharTokenizer, Tokenizer, get_tokenizer, text_to_token_ids
 from .tracking import TrainingTracker, measure_peak_flops
 from .train import evaluate_model, perplexity, train_model
-from .utils import get_device
+from .utils import atomic_write, check_number, check_positive_int, get_device
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 ARGS_NAME = "train_args.json"
@@ -97,6 +98,128 @@ RESUME_MAY_CHANGE = {
 }
 
 
+def _optional(check: Callable[[str, Any], object]) -> Callable[[str, Any], object]:
+    """The same check, letting None (an option left unset) through."""
+    return lambda name, value: value is None or check(name, value)
+
+
+def _number(low: float, *, low_open: bool = False, high: float = math.inf) -> Callable[[str, Any], object]:
+    return lambda name, value: check_number(name, value, low, high, low_open=low_open)
+
+
+def _count(name: str, value: Any) -> None:
+    """An integer >= 0 (``check_positive_int`` covers >= 1)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
+
+
+def _one_of(*choices: Any) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if isinstance(value, bool) or value not in choices:  # (True == 1 would pass for a number)
+            raise ValueError(f"{name}: expected one of {', '.join(map(str, choices))}, got {value!r}")
+
+    return check
+
+
+def _instance(kind: type, expected: str) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if not isinstance(value, kind):
+            raise ValueError(f"{name}: expected {expected}, got {value!r}")
+
+    return check
+
+
+def _seed(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
+        raise ValueError(f"{name}: expected an integer in [0, 2**64), got {value!r}")
+
+
+def _fraction(name: str, value: Any) -> None:
+    check_number(name, value, 0.0, 1.0, low_open=True)
+    if value == 1.0:
+        raise ValueError(f"{name}: expected a number in (0, 1), got {value!r}")
+
+
+def _strings(name: str, value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"{name}: expected a list of KEY=VALUE strings, got {value!r}")
+
+
+_TEXT, _FLAG = _optional(_instance(str, "a string")), _instance(bool, "true or false")
+#: What every ``train`` setting must be. Checked before anything is written, for the options given and for the
+#: settings a resumed run reads back from train_args.json, so a value out of range never reaches the training.
+SETTING_CHECKS: dict[str, Callable[[str, Any], object]] = {
+    "text": _TEXT,
+    "data": _TEXT,
+    "preset": _one_of(*PRESETS),
+    "set": _strings,
+    "context_length": _optional(check_positive_int),
+    "tokenizer": _one_of("gpt2", "char"),
+    "epochs": _optional(check_positive_int),
+    "max_steps": _optional(check_positive_int),
+    "batch_size": check_positive_int,
+    "batch_tokens": _optional(check_positive_int),
+    "tensorboard": _TEXT,
+    "peak_flops": _optional(_number(0.0, low_open=True)),
+    "val_fraction": _fraction,
+    "seed": _seed,
+    "sample_prompt": _TEXT,
+    "device": _one_of("auto", "cpu", "cuda", "mps"),
+    "quiet": _FLAG,
+    "lr": _number(0.0, low_open=True),
+    "weight_decay": _number(0.0),
+    "schedule": _FLAG,
+    "warmup_steps": _count,
+    "min_lr": _number(0.0),
+    "grad_clip": _optional(_number(0.0, low_open=True)),
+    "amp": _FLAG,
+    "compile": _FLAG,
+    "eval_freq": check_positive_int,
+    "eval_iter": check_positive_int,
+    "checkpoint_every": _optional(check_positive_int),
+}
+
+
+def _check_settings(settings: dict[str, Any], name: Callable[[str], str]) -> None:
+    """Raise a one-line error for the first setting outside its range; ``name(key)`` says where it came from."""
+    for key, value in settings.items():
+        SETTING_CHECKS[key](name(key), value)
+    if settings.get("schedule") and settings.get("min_lr", 0.0) > settings.get("lr", math.inf):
+        raise ValueError(f"{name('min_lr')}: expected at most the peak {name('lr')}={settings['lr']}, "
+                         f"got {settings['min_lr']}")
+
+
+def _option(key: str) -> str:
+    """How the command line spells setting ``key``."""
+    return key if key == "text" else f"--{key.replace('_', '-')}"
+
+
+def _saved_settings(out: Path) -> dict[str, Any]:
+    """The settings of the run saved in ``out``, read from its train_args.json and checked field by field."""
+    path = out / ARGS_NAME
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # invalid JSON or UTF-8
+        raise ValueError(f"{path}: expected the JSON settings a train run writes ({exc})") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: expected a JSON object of train settings, got {type(saved).__name__}")
+    check_known_keys(str(path), saved, TRAIN_DEFAULTS)
+    saved = {**TRAIN_DEFAULTS, **saved}  # a setting newer than the run: it ran with the default
+    _check_settings(saved, lambda key: f"{path}: field {key!r}")
+    if (saved["text"] is None) == (saved["data"] is None):
+        raise ValueError(f"{path}: fields 'text' and 'data': expected exactly one of them to be set")
+    return saved
+
+
+def _check_sampling_options(args: argparse.Namespace) -> None:
+    """``generate`` and ``chat``: refuse sampling options outside their range before loading the model."""
+    _count("--max-new-tokens", args.max_new_tokens)
+    check_number("--temperature", args.temperature, 0.0)
+    _optional(check_positive_int)("--top-k", args.top_k)
+    _optional(_number(0.0, low_open=True, high=1.0))("--top-p", args.top_p)
+    _optional(_seed)("--seed", args.seed)
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line: ``error: ...``."""
 
@@ -136,9 +259,11 @@ def _print_completion(model: nn.Module, tokenizer: Tokenizer, prompt: str, args:
         seed=args.seed,
     )
     print(prompt, end="", flush=True)
-    for piece in pieces:
-        print(piece, end="", flush=True)
-    print(flush=True)
+    try:
+        for piece in pieces:
+            print(piece, end="", flush=True)
+    finally:  # also on Ctrl-C: what was printed stays, on a finished line
+        print(flush=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -155,6 +280,7 @@ def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
         for key, value in vars(args).items()
         if key in TRAIN_DEFAULTS and value is not None
     }
+    _check_settings(given, _option)
     out = Path(args.out)
     if not args.resume:
         if (out / CHECKPOINT_NAME).exists():
@@ -172,7 +298,7 @@ def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
         raise FileNotFoundError(
             f"--resume: {out} holds no {CHECKPOINT_NAME} and {ARGS_NAME} from an earlier run"
         )
-    saved = json.loads((out / ARGS_NAME).read_text())
+    saved = _saved_settings(out)
     for key, value in given.items():
         if key not in RESUME_MAY_CHANGE and value != saved.get(key):
             raise ValueError(
@@ -197,19 +323,20 @@ def _parse_value(raw: str) -> bool | int | float | str:
 def _model_config(settings: dict[str, Any], tokenizer: Tokenizer) -> dict[str, Any]:
     """The preset with ``--set`` and ``--context-length`` applied, sized for the tokenizer."""
     cfg = dict(PRESETS[settings["preset"]])
-    known = sorted(validate_config(cfg))
     for item in settings["set"]:
         key, sep, raw = item.partition("=")
-        if not sep or key not in known:
-            raise ValueError(
-                f"--set: expected KEY=VALUE with KEY one of {', '.join(known)}, got {item!r}"
-            )
+        if not sep:
+            raise ValueError(f"--set: expected KEY=VALUE with KEY one of {', '.join(KNOWN_KEYS)}, got {item!r}")
+        check_known_keys("--set", {key: raw}, KNOWN_KEYS)
         cfg[key] = _parse_value(raw)
     if settings["context_length"] is not None:
         cfg["context_length"] = settings["context_length"]
     if isinstance(tokenizer, CharTokenizer):
         cfg["vocab_size"] = tokenizer.n_vocab
-    cfg = validate_config(cfg)
+    try:
+        cfg = validate_config(cfg)
+    except ValueError as exc:
+        raise ValueError(f"model config (--preset, --set, --context-length): {exc}") from None
     if cfg["vocab_size"] < tokenizer.n_vocab:
         raise ValueError(
             f"--set: vocab_size={cfg['vocab_size']} is smaller than the tokenizer's "
@@ -308,6 +435,11 @@ def _train(settings: dict[str, Any], out: Path, device: torch.device, resume: bo
         train_loader, val_loader = _loaders(text, settings, cfg["context_length"], tokenizer, micro_batches)
     if settings["sample_prompt"] is not None:
         text_to_token_ids(settings["sample_prompt"], tokenizer)  # fail now, not after an epoch
+    num_epochs = settings["epochs"] or (None if settings["max_steps"] else 1)
+    total_steps = min(num_epochs * len(train_loader) if num_epochs else math.inf, settings["max_steps"] or math.inf)
+    if settings["schedule"] and settings["warmup_steps"] > total_steps:
+        warmup = settings["warmup_steps"]
+        raise ValueError(f"--warmup-steps: expected at most the run's {total_steps} steps, got {warmup}")
     model = GPTModel(cfg)
     if main_process:
         processes = f" (rank 0 of {get_world_size()} processes)" if get_world_size() > 1 else ""
@@ -315,15 +447,15 @@ def _train(settings: dict[str, Any], out: Path, device: torch.device, resume: bo
             f"model: {count_parameters(model):,} parameters; data: {len(train_loader)} training "
             f"and {len(val_loader)} validation batches; device: {device}{processes}"
         )
-        out.mkdir(parents=True, exist_ok=True)
-        (out / ARGS_NAME).write_text(json.dumps(settings, indent=2) + "\n")
+        with atomic_write(out / ARGS_NAME) as tmp:  # written only now, when every setting has been checked
+            tmp.write_text(json.dumps(settings, indent=2) + "\n")
     tracker = _tracker(settings, model, cfg["context_length"], device) if main_process else None
     history = train_model(
         model,
         train_loader,
         val_loader,
         device=device,
-        num_epochs=settings["epochs"] or (None if settings["max_steps"] else 1),
+        num_epochs=num_epochs,
         max_steps=settings["max_steps"],
         start_context=settings["sample_prompt"],
         tokenizer=tokenizer,
@@ -343,7 +475,8 @@ def _train(settings: dict[str, Any], out: Path, device: torch.device, resume: bo
     )
     train_loss, val_loss = map(mean_over_processes, losses)
     if main_process:
-        (out / "history.json").write_text(json.dumps(asdict(history)) + "\n")
+        with atomic_write(out / "history.json") as tmp:
+            tmp.write_text(json.dumps(asdict(history)) + "\n")
         print(
             f"after {history.steps} steps: train loss {train_loss:.3f} "
             f"(perplexity {perplexity(train_loss):.1f}), val loss {val_loss:.3f} "
@@ -413,6 +546,7 @@ def _add_prepare_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Print the prompt and its continuation by a trained model."""
+    _check_sampling_options(args)
     model, tokenizer = _load_model(args.checkpoint, get_device(args.device))
     _print_completion(model, tokenizer, args.prompt, args)
     return 0
@@ -420,6 +554,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     """Read prompts line by line from stdin and print each continuation, until end of input."""
+    _check_sampling_options(args)
     model, tokenizer = _load_model(args.checkpoint, get_device(args.device))
     if args.seed is not None:  # one draw sequence for the whole session, not the same draws for every prompt
         torch.manual_seed(args.seed)
