@@ -431,3 +431,9 @@ def test_finetune_writes_an_adapter_that_generate_can_use(tmp_path):
     assert "3 training and 0 validation records" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == [
         "adapter.safetensors", "finetune_state.json", "optimizer.safetensors"]
+
+
+def test_every_train_setting_has_a_range_check():
+    from minigpt_lib.cli import SETTING_CHECKS, TRAIN_DEFAULTS
+
+    assert set(SETTING_CHECKS) == set(TRAIN_DEFAULTS)  # a new option needs its check in SETTING_CHECKS
