@@ -1,4 +1,4 @@
-"""Command line: ``python -m minigpt_lib prepare | train | generate | chat``.
+"""Command line: ``python -m minigpt_lib prepare | train | finetune | generate | chat``.
 
 ``prepare`` tokenizes documents into token files (:mod:`minigpt_lib.prepare`) that ``train --data`` reads.
 
@@ -36,9 +36,12 @@ from .distributed import (
     mean_over_processes,
     shard_loader,
 )
+from .finetune import ADAPTER_NAME, FULL_MODEL_NAME, SMOLLM2_NAME, run_finetune
 from .generate import complete, stream_text
+from .instruct import load_instruction_data
 from .model import GPTModel, count_parameters
 from .prepare import prepare_token_files, read_meta
+from .pretrained import load_smollm2
 from .token_data import TokenWindowLoader
 from .tokenizer import CharTokenizer, Tokenizer, get_tokenizer, text_to_token_ids
 from .tracking import TrainingTracker, measure_peak_flops
@@ -684,6 +687,63 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
 
+# --------------------------------------------------------------------------------------------------
+# finetune
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune SmolLM2 on an Alpaca-format JSON file; write the adapter (or, with --full, the model) to --out.
+
+    Options and every data record are checked before the model is loaded, so a mistake costs no training time.
+    """
+    for option in ("epochs", "batch_size", "lora_rank"):
+        check_positive_int("--" + option.replace("_", "-"), getattr(args, option))
+    if args.max_records is not None:
+        check_positive_int("--max-records", args.max_records)
+    check_number("--lr", args.lr, 0.0, low_open=True)
+    check_number("--lora-alpha", args.lora_alpha, 0.0, low_open=True)
+    check_number("--val-fraction", args.val_fraction, 0.0, 1.0)
+    examples = load_instruction_data(None if args.data == "instruction-data" else args.data)
+    examples = examples[: args.max_records]
+    device = get_device(args.device)
+    model, tokenizer = load_smollm2()
+    settings = {
+        "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "full": args.full,
+        "lora_rank": args.lora_rank, "lora_alpha": args.lora_alpha, "val_fraction": args.val_fraction,
+        "seed": args.seed, "base_model": SMOLLM2_NAME,
+    }
+    run_finetune(model.to(device), tokenizer, examples, args.out, settings=settings, resume=args.resume,
+                 progress=not args.quiet)
+    print(f"wrote {Path(args.out) / (FULL_MODEL_NAME if args.full else ADAPTER_NAME)}")
+    return 0
+
+
+def _add_finetune_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "finetune",
+        help="fine-tune SmolLM2 on instruction data (LoRA or full)",
+        description="Fine-tune SmolLM2-135M-Instruct on Alpaca-format records (instruction, input, output) and "
+        "write a LoRA adapter (or, with --full, the whole model) to --out after every epoch.",
+        epilog="example: python -m minigpt_lib finetune smollm2 instruction-data --out runs/ft --epochs 2",
+    )
+    p.add_argument("model", choices=["smollm2"], help="the pretrained model to fine-tune")
+    p.add_argument("data", help="an Alpaca-format JSON file, or 'instruction-data' for the sample dataset")
+    p.add_argument("--out", required=True, help="folder for the adapter, optimizer state and progress")
+    p.add_argument("--epochs", type=int, default=1, help="passes over the data (default: 1)")
+    p.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate (default: 5e-4)")
+    p.add_argument("--batch-size", type=int, default=8, help="records per step (default: 8)")
+    p.add_argument("--max-records", type=int, help="use only the first N records")
+    p.add_argument("--lora-rank", type=int, default=8, help="rank r of the LoRA update (default: 8)")
+    p.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA alpha; scaling = alpha / r (default: 16)")
+    p.add_argument("--full", action="store_true", help="train every weight instead of a LoRA adapter")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="records held out for validation (default: 0.1)")
+    p.add_argument("--seed", type=int, default=123, help="seed of the split and the batch order (default: 123)")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out up to --epochs")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_finetune)
+
+
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``generate`` and ``chat``."""
     p.add_argument("checkpoint", help="a train --out folder or a checkpoint.safetensors file")
@@ -716,10 +776,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m minigpt_lib", description="Train a small GPT and generate text with it."
     )
     subparsers = parser.add_subparsers(
-        dest="command", required=True, metavar="{prepare,train,generate,chat}"
+        dest="command", required=True, metavar="{prepare,train,finetune,generate,chat}"
     )
     _add_prepare_parser(subparsers)
     _add_train_parser(subparsers)
+    _add_finetune_parser(subparsers)
     p = subparsers.add_parser(
         "generate",
         help="continue a prompt with a trained model",
