@@ -398,7 +398,7 @@ def _loaders(
                 )
             )
         except ValueError as exc:
-            raise ValueError(f"{part} text ({len(part_text):,} characters): {exc}") from None
+            raise ValueError(f"{settings['text']}: its {part} part ({len(part_text):,} characters): {exc}") from None
     return loaders
 
 
@@ -430,6 +430,8 @@ def _train(settings: dict[str, Any], out: Path, device: torch.device, resume: bo
         train_loader, val_loader = _token_file_loaders(settings, cfg["context_length"], micro_batches)
     else:
         text = load_text(settings["text"])
+        if not text:
+            raise ValueError(f"text: {settings['text']} is empty; expected a text to train on")
         tokenizer = (
             CharTokenizer.from_text(text) if settings["tokenizer"] == "char" else get_tokenizer()
         )

@@ -439,34 +439,16 @@ def test_every_train_setting_has_a_range_check():
     assert set(SETTING_CHECKS) == set(TRAIN_DEFAULTS)  # a new option needs its check in SETTING_CHECKS
 
 
-# --- finetune ----------------------------------------------------------------------------------------
-
-
+@pytest.mark.parametrize("tokenizer", ["char", "gpt2"])
 @pytest.mark.parametrize(
-    ("data", "args", "message"),
-    [
-        ('[{"instruction": "x", "input": "", "output": 5}]', [], "record 0: field 'output' must be a string"),
-        ("", [], "the file is empty"),
-        ("[{", [], "invalid JSON at line 1"),
-        ("[]", ["--epochs", "0"], "--epochs: expected a positive integer, got 0"),
-        ("[]", ["--lr", "-1"], "--lr: expected a number in"),
-    ],
+    ("content", "message"),
+    [("", "text: {path} is empty; expected a text to train on"), ("abc", "{path}: its training part (2 characters)")],
 )
-def test_finetune_bad_data_or_arguments_fail_before_training(capsys, tmp_path, data, args, message):
-    path = tmp_path / "data.json"
-    path.write_text(data)
-    assert main(["finetune", "smollm2", str(path), "--out", str(tmp_path / "out"), *args]) == 1
+def test_an_empty_or_tiny_text_names_the_file(capsys, tmp_path, tokenizer, content, message):
+    path = tmp_path / "text.txt"
+    path.write_text(content)
+    assert main(["train", str(path), "--tokenizer", tokenizer, "--out", str(tmp_path / "run"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert_one_line_error(err)
-    assert message in err
-    assert not (tmp_path / "out").exists()
-
-
-def test_finetune_writes_an_adapter_that_generate_can_use(tmp_path):
-    out = tmp_path / "ft"
-    result = run_cli("finetune", "smollm2", "instruction-data", "--out", str(out), "--max-records", "3",
-                     "--batch-size", "3", "--quiet")
-    assert result.returncode == 0, result.stderr
-    assert "3 training and 0 validation records" in result.stdout
-    assert sorted(p.name for p in out.iterdir()) == [
-        "adapter.safetensors", "finetune_state.json", "optimizer.safetensors"]
+    assert err.startswith("error: " + message.format(path=path)), err
+    assert not (tmp_path / "run").exists()
