@@ -230,7 +230,14 @@ def train_step(
 # Learning-rate schedule
 
 
-def make_adamw(model: nn.Module, lr: float = 4e-4, weight_decay: float = 0.1) -> torch.optim.AdamW:
+#: AdamW settings of a training run when none are given (GPT-3's smallest model trained at 6e-4).
+DEFAULT_LR = 4e-4
+DEFAULT_WEIGHT_DECAY = 0.1
+
+
+def make_adamw(
+    model: nn.Module, lr: float = DEFAULT_LR, weight_decay: float = DEFAULT_WEIGHT_DECAY
+) -> torch.optim.AdamW:
     """AdamW over ``model``'s parameters, with PyTorch's fused kernel where their device has one.
 
     The fused kernel updates every tensor in one pass: the same rule, several times faster on a CPU, where
@@ -500,8 +507,8 @@ def train_model(
     max_steps: int | None = None,
     eval_freq: int = 5,
     eval_iter: int = 5,
-    lr: float = 4e-4,
-    weight_decay: float = 0.1,
+    lr: float = DEFAULT_LR,
+    weight_decay: float = DEFAULT_WEIGHT_DECAY,
     use_schedule: bool = False,
     warmup_steps: int = 0,
     min_lr: float = 0.0,
