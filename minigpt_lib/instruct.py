@@ -172,9 +172,10 @@ def collate(
 ) -> InstructionBatch:
     """Pad ``(prompt_ids, response_ids)`` pairs to one length and build next-token targets.
 
-    Each sequence is prompt + response; the input is the sequence without its last token, the target the
-    sequence shifted left by one. Targets that predict a prompt token, and every position past the sequence's end,
-    get ``ignore_index``, so only response tokens (including the end token) are learned. ``max_length`` cuts
+    Each sequence is prompt + response, padded with ``pad_id`` to the longest; the inputs are the padded sequences
+    without their last position, the targets the same shifted left by one. Targets that predict a prompt token, and
+    every position with no next token, get ``ignore_index``, so only response tokens (including the end token) are
+    learned; ``padding_mask`` is True where the input is a real token. ``max_length`` cuts
     sequences longer than that many input tokens (from the end of the response).
     """
     if not pairs:
@@ -187,11 +188,11 @@ def collate(
     targets = torch.full((len(pairs), length), ignore_index, dtype=torch.long)
     padding_mask = torch.zeros((len(pairs), length), dtype=torch.bool)
     for row, ((prompt, _), seq) in enumerate(zip(pairs, sequences, strict=True)):
-        n = min(len(seq) - 1, length)
-        inputs[row, :n] = torch.tensor(seq[:n])
-        targets[row, :n] = torch.tensor(seq[1:n + 1])
+        n_in, n_out = min(len(seq), length), min(len(seq) - 1, length)
+        inputs[row, :n_in] = torch.tensor(seq[:n_in])
+        padding_mask[row, :n_in] = True
+        targets[row, :n_out] = torch.tensor(seq[1:n_out + 1])
         targets[row, :max(len(prompt) - 1, 0)] = ignore_index  # positions whose next token is still prompt
-        padding_mask[row, :n] = True
     return InstructionBatch(inputs, targets, padding_mask)
 
 

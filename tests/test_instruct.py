@@ -85,9 +85,9 @@ def test_encode_example_appends_the_end_token():
 
 
 def test_collate_pads_masks_and_ignores_prompt_targets():
-    batch = collate([([1, 2, 3], [4, 5]), ([6], [7, 8, 9])], pad_id=0)
+    batch = collate([([1, 2, 3], [4, 5]), ([6], [7, 8])], pad_id=0)
     assert batch.inputs.tolist() == [[1, 2, 3, 4], [6, 7, 8, 0]]
-    assert batch.targets.tolist() == [[IGNORE_INDEX, IGNORE_INDEX, 4, 5], [7, 8, 9, IGNORE_INDEX]]
+    assert batch.targets.tolist() == [[IGNORE_INDEX, IGNORE_INDEX, 4, 5], [7, 8, IGNORE_INDEX, IGNORE_INDEX]]
     assert batch.padding_mask.tolist() == [[True] * 4, [True, True, True, False]]
 
 
