@@ -18,8 +18,8 @@ from importlib.resources import files
 import torch
 from IPython.display import HTML
 
-#: The browser side, inlined into every output so that a page (or a notebook) needs nothing else.
-SCRIPT = files("minigpt_lib").joinpath("static_widgets.js").read_text(encoding="utf-8")
+# The browser side, inlined into every output so that a page (or a notebook) needs nothing else.
+_SCRIPT = files("minigpt_lib").joinpath("static_widgets.js").read_text(encoding="utf-8")
 
 
 def _output(kind: str, data: dict, controls: str) -> HTML:
@@ -35,7 +35,7 @@ def _output(kind: str, data: dict, controls: str) -> HTML:
         f'<div class="minigpt-controls" style="display: flex; flex-wrap: wrap; gap: 0.4em 1.5em">{controls}</div>\n'
         '<div class="minigpt-figure" aria-live="polite"></div>\n'
         f'<script type="application/json" class="minigpt-data">{payload}</script>\n'
-        f"</div>\n<script>\n{SCRIPT}\nminigptStatic.render({json.dumps(element_id)});\n</script>"
+        f"</div>\n<script>\n{_SCRIPT}\nminigptStatic.render({json.dumps(element_id)});\n</script>"
     )
 
 

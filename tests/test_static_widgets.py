@@ -6,11 +6,14 @@ The drawing itself runs in a browser: tests/test_site.py moves every control of 
 import base64
 import json
 import re
+from importlib.resources import files
 
 import pytest
 import torch
 
-from minigpt_lib.static_widgets import SCRIPT, static_attention_explorer, static_sampling_playground
+from minigpt_lib.static_widgets import static_attention_explorer, static_sampling_playground
+
+SCRIPT = (files("minigpt_lib") / "static_widgets.js").read_text(encoding="utf-8")
 
 
 def embedded(output) -> tuple[str, dict]:
