@@ -2,11 +2,14 @@
 
 import json
 import re
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
-from cli_runner import run_cli
+from cli_runner import ENV, run_cli
 
 from minigpt_lib.cli import main
 from minigpt_lib.prepare import prepare_token_files, read_meta
@@ -146,3 +149,20 @@ def test_cli_train_data_errors_are_one_line(prepared, tmp_path, capsys, args, me
     assert main(["train", *args, *TINY, "--out", str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and re.search(message, err), err
+
+
+def test_two_processes_with_micro_batches_log_the_losses_of_one_process(prepared, tmp_path):
+    with socket.socket() as s:  # a free port for the two processes' rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    common = ["train", "--data", str(prepared), *TINY, "--max-steps", "3", "--eval-freq", "2", "--set", "drop_rate=0",
+              "--batch-size", "2", "--batch-tokens", str(4 * 16), "--device", "cpu"]  # fmt: skip
+    launch = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={port}"]
+    two = subprocess.run([sys.executable, *launch, "-m", "minigpt_lib", *common, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=ENV, timeout=300)  # fmt: skip
+    assert two.returncode == 0, two.stdout + two.stderr
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    one, two = history(tmp_path / "one"), history(tmp_path / "two")
+    assert two["step_losses"] == pytest.approx(one["step_losses"], rel=1e-5)
+    assert two["val_losses"] == pytest.approx(one["val_losses"], rel=1e-5)
+    assert two["tokens_seen"] == one["tokens_seen"] == [64, 192]
