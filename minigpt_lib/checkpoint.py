@@ -42,6 +42,8 @@ from .utils import atomic_write
 
 FORMAT = "minigpt-checkpoint"
 FORMAT_VERSION = 1
+#: Bytes a loaded model may allocate for buffers its file does not hold, beyond four times the file's size.
+UNSAVED_BUFFER_BUDGET = 256 * 2**20
 PREFIXES = ("model.", "optimizer.", "rng.", "extra.")
 
 
@@ -350,13 +352,27 @@ def _gpt_shapes(reader: _Reader, cfg: dict[str, Any], n_stored: int) -> dict[str
 
     A one-block model on PyTorch's ``meta`` device (shapes only, no memory) gives the names; the other
     blocks repeat them. Their count is compared with the ``n_stored`` names the file holds first, so a
-    small file claiming 20,000 layers fails before anything is built for them.
+    small file claiming 20,000 layers fails before anything is built for them. The weights' sizes are
+    then paid for by the file itself; the buffers that are not saved (each block's ``(context_length,
+    context_length)`` causal mask) are not, so they may take at most :data:`UNSAVED_BUFFER_BUDGET` bytes
+    or four times the file's size.
     """
     try:
         with torch.device("meta"):
-            one_block = GPTModel({**cfg, "n_layers": 1}).state_dict()
+            model = GPTModel({**cfg, "n_layers": 1})
     except (RuntimeError, ValueError, OverflowError) as exc:
         raise reader.error("field 'config'", f"describes no buildable model ({exc})") from None
+    one_block = model.state_dict()
+    unsaved = [(name, t.numel() * t.element_size()) for name, t in model.named_buffers() if name not in one_block]
+    unsaved_bytes = sum(size * (cfg["n_layers"] if name.startswith("trf_blocks.") else 1) for name, size in unsaved)
+    file_bytes = reader.path.stat().st_size
+    if unsaved_bytes > max(UNSAVED_BUFFER_BUDGET, 4 * file_bytes):
+        raise reader.error(
+            "field 'config'",
+            f"context_length={cfg['context_length']} and n_layers={cfg['n_layers']} need {unsaved_bytes / 2**20:,.0f} "
+            f"MiB of attention masks, more than a file of {file_bytes:,} bytes can justify (if you trust the file, "
+            "build the model and pass it as model=)",
+        )
     prefix = "trf_blocks.0."
     block = {name[len(prefix) :]: tuple(t.shape) for name, t in one_block.items() if name.startswith(prefix)}
     shapes = {name: tuple(t.shape) for name, t in one_block.items() if not name.startswith("trf_blocks.")}

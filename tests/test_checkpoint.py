@@ -558,3 +558,18 @@ def test_a_writer_killed_mid_save_leaves_the_old_file_and_a_temporary_that_clean
     assert_same_state(GPTModel(CFG), load_checkpoint(path).model)  # the old checkpoint is whole
     assert [p.name for p in remove_stale_temporaries(tmp_path)] == [leftovers[0]]
     assert os.listdir(tmp_path) == ["ckpt.safetensors"]
+
+
+def test_a_small_file_cannot_make_the_loader_allocate_huge_attention_masks(tmp_path, monkeypatch):
+    """A long context with one-wide embeddings keeps the weights tiny, but every block's causal mask is
+    context_length squared: the loader refuses before building; a trusted file still loads into a given model."""
+    cfg = {**CFG, "vocab_size": 3, "context_length": 4000, "emb_dim": 1, "n_heads": 1, "n_layers": 2}
+    monkeypatch.setattr(checkpoint, "UNSAVED_BUFFER_BUDGET", 2**20)  # so that the test needs only 32 MB
+    path = save_checkpoint(tmp_path / "long.safetensors", GPTModel(cfg))
+    assert path.stat().st_size < 40_000
+    with pytest.raises(ValueError) as info:
+        load_checkpoint(path)
+    assert_one_line(info, path, "field 'config'", "context_length=4000 and n_layers=2 need 31 MiB of attention masks")
+    load_checkpoint(path, GPTModel(cfg))  # trusted: the caller built the model
+    monkeypatch.setattr(checkpoint, "UNSAVED_BUFFER_BUDGET", 64 * 2**20)
+    assert load_checkpoint(path).model.cfg["context_length"] == 4000
