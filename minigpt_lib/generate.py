@@ -151,6 +151,11 @@ def _steps(
             else:  # first step, or the window is full and slides: (re)fill the cache
                 cache.reset()
                 logits = model(idx[:, -min(context_size, cache.layers[0].max_len):], kv_cache=cache)
+            if not bool((logits[:, -1, :] < math.inf).all()):  # NaN or +inf: no token can be chosen
+                raise ValueError(
+                    "model: its logits hold NaN or infinite values, so no token can be chosen; are its weights "
+                    "finite numbers (a diverged training run leaves NaN weights)?"
+                )
             next_id = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
             if eos_id is not None:
                 next_id = next_id.masked_fill(finished.unsqueeze(1), eos_id)

@@ -452,3 +452,17 @@ def test_an_empty_or_tiny_text_names_the_file(capsys, tmp_path, tokenizer, conte
     assert_one_line_error(err)
     assert err.startswith("error: " + message.format(path=path)), err
     assert not (tmp_path / "run").exists()
+
+
+def test_generate_into_a_reader_that_stops_early_ends_quietly(run_dir):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "minigpt_lib", "generate", str(run_dir), "--max-new-tokens", "1000000000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+    )
+    try:
+        assert process.stdout.read(10)  # like `| head -c 10`: read a little, then stop reading
+        process.stdout.close()
+        assert process.wait(timeout=60) == 141  # what a shell reports for a writer stopped by SIGPIPE
+        assert process.stderr.read() == b""
+    finally:
+        process.kill()

@@ -327,3 +327,41 @@ def test_text_generation_checks_its_arguments(kwargs, message):
     args = {"prompt": "Every", **kwargs}
     with pytest.raises(ValueError, match=message):
         complete(model_gpt, get_tokenizer(), args.pop("prompt"), 3, **args)
+
+
+# --- a model whose numbers are not finite gives an error, never text ---------------------------------------
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize(
+    ("use_cache", "kwargs"), [(True, {}), (False, {}), (True, {"temperature": 1.0}), (True, {"top_k": 5})]
+)
+def test_non_finite_logits_are_an_error_not_tokens(prompt, value, use_cache, kwargs):
+    broken = GPTModel(CFG).eval()
+    with torch.no_grad():
+        broken.out_head.weight[3, 0] = value  # NaN, or +-inf in the logits of token 3
+    with pytest.raises(ValueError, match="model: its logits hold NaN or infinite values, so no token can be chosen"):
+        generate(broken, prompt, 5, use_cache=use_cache, **kwargs)
+
+
+def test_non_finite_weights_fail_the_text_functions_too():
+    broken = GPTModel(CFG).eval()
+    with torch.no_grad():
+        broken.tok_emb.weight.fill_(float("nan"))
+    tokenizer = CharTokenizerForTest()
+    with pytest.raises(ValueError, match="model: its logits hold NaN"):
+        complete(broken, tokenizer, "ab", 3)
+    with pytest.raises(ValueError, match="model: its logits hold NaN"):
+        next(stream_text(broken, tokenizer, "ab", 3))
+
+
+class CharTokenizerForTest:
+    """97 ids, one per character from chr(32): enough to decode anything the test model emits."""
+
+    n_vocab = 97
+
+    def encode(self, text, allowed_special=None):
+        return [ord(c) - 32 for c in text]
+
+    def decode(self, tokens):
+        return "".join(chr(t + 32) for t in tokens)

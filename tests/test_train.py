@@ -556,3 +556,15 @@ def test_resuming_from_a_tampered_loop_state_names_the_field(verdict, tmp_path, 
     message = str(info.value)
     assert message.startswith(f"resume_from: {path}: field '{field}': expected {expected}"), message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("grad_clip", [None, 1.0])
+def test_a_non_finite_gradient_stops_the_step_even_when_the_loss_is_finite(grad_clip):
+    model = _tiny_gpt()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    inputs, targets = torch.randint(0, 50, (2, 12)), torch.randint(0, 50, (2, 12))
+    model.trf_blocks[0].att.W_query.weight.register_hook(lambda grad: torch.full_like(grad, float("nan")))
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(TrainingDivergedError, match="gradient norm: became nan"):
+        train_step(model, optimizer, inputs, targets, grad_clip=grad_clip)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
