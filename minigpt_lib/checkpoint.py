@@ -347,15 +347,13 @@ _HEADER_FIELDS = {
 # Loading: tensors against the model
 
 
-def _gpt_shapes(reader: _Reader, cfg: dict[str, Any], n_stored: int) -> dict[str, tuple[int, ...]]:
-    """Name and shape of every tensor in ``GPTModel(cfg)``'s state, found without allocating weights.
+def _gpt_shapes(reader: _Reader, cfg: dict[str, Any], n_stored: int) -> tuple[dict[str, tuple[int, ...]], int]:
+    """Name and shape of every tensor in ``GPTModel(cfg)``'s state, found without allocating weights, and the
+    bytes its buffers that are not saved (each block's causal mask) will take.
 
     A one-block model on PyTorch's ``meta`` device (shapes only, no memory) gives the names; the other
     blocks repeat them. Their count is compared with the ``n_stored`` names the file holds first, so a
-    small file claiming 20,000 layers fails before anything is built for them. The weights' sizes are
-    then paid for by the file itself; the buffers that are not saved (each block's ``(context_length,
-    context_length)`` causal mask) are not, so they may take at most :data:`UNSAVED_BUFFER_BUDGET` bytes
-    or four times the file's size.
+    small file claiming 20,000 layers fails before anything is built for them.
     """
     try:
         with torch.device("meta"):
@@ -363,16 +361,6 @@ def _gpt_shapes(reader: _Reader, cfg: dict[str, Any], n_stored: int) -> dict[str
     except (RuntimeError, ValueError, OverflowError) as exc:
         raise reader.error("field 'config'", f"describes no buildable model ({exc})") from None
     one_block = model.state_dict()
-    unsaved = [(name, t.numel() * t.element_size()) for name, t in model.named_buffers() if name not in one_block]
-    unsaved_bytes = sum(size * (cfg["n_layers"] if name.startswith("trf_blocks.") else 1) for name, size in unsaved)
-    file_bytes = reader.path.stat().st_size
-    if unsaved_bytes > max(UNSAVED_BUFFER_BUDGET, 4 * file_bytes):
-        raise reader.error(
-            "field 'config'",
-            f"context_length={cfg['context_length']} and n_layers={cfg['n_layers']} need {unsaved_bytes / 2**20:,.0f} "
-            f"MiB of attention masks, more than a file of {file_bytes:,} bytes can justify (if you trust the file, "
-            "build the model and pass it as model=)",
-        )
     prefix = "trf_blocks.0."
     block = {name[len(prefix) :]: tuple(t.shape) for name, t in one_block.items() if name.startswith(prefix)}
     shapes = {name: tuple(t.shape) for name, t in one_block.items() if not name.startswith("trf_blocks.")}
@@ -384,7 +372,22 @@ def _gpt_shapes(reader: _Reader, cfg: dict[str, Any], n_stored: int) -> dict[str
         )
     for i in range(cfg["n_layers"]):
         shapes.update({f"trf_blocks.{i}.{name}": shape for name, shape in block.items()})
-    return shapes
+    unsaved = [(name, t.numel() * t.element_size()) for name, t in model.named_buffers() if name not in one_block]
+    unsaved_bytes = sum(size * (cfg["n_layers"] if name.startswith("trf_blocks.") else 1) for name, size in unsaved)
+    return shapes, unsaved_bytes
+
+
+def _check_unsaved_buffers(reader: _Reader, cfg: dict[str, Any], unsaved_bytes: int) -> None:
+    """The weights' sizes are paid for by the file itself; the buffers it does not hold are not, so they may
+    take at most :data:`UNSAVED_BUFFER_BUDGET` bytes or four times the file's size."""
+    file_bytes = reader.path.stat().st_size
+    if unsaved_bytes > max(UNSAVED_BUFFER_BUDGET, 4 * file_bytes):
+        raise reader.error(
+            "field 'config'",
+            f"context_length={cfg['context_length']} and n_layers={cfg['n_layers']} need {unsaved_bytes / 2**20:,.0f} "
+            f"MiB of attention masks, more than a file of {file_bytes:,} bytes can justify (if you trust the file, "
+            "build the model and pass it as model=)",
+        )
 
 
 def _check_model_tensors(
@@ -551,19 +554,21 @@ def load_checkpoint(
                     "field 'aliases'",
                     f"maps {name!r} to {target!r}, but the file holds {name!r} itself or no {target!r}",
                 )
-        if model is None:
-            if header["config"] is None:
-                raise ValueError(f"model: {path} stores no model config; pass the model to load into")
+        if model is None and header["config"] is None:
+            raise ValueError(f"model: {path} stores no model config; pass the model to load into")
+        if model is None or (isinstance(unwrap_model(model), GPTModel) and header["config"] is not None):
             try:
                 cfg = validate_config(header["config"])
             except (TypeError, ValueError) as exc:
-                raise reader.error(
-                    "field 'config'", f"{exc} (to load another kind of model, pass it as model=)"
-                ) from None
-            expected = _gpt_shapes(reader, cfg, len(stored) + len(header["aliases"]))
+                hint = " (to load another kind of model, pass it as model=)" if model is None else ""
+                raise reader.error("field 'config'", f"{exc}{hint}") from None
+        if model is None:
+            expected, unsaved_bytes = _gpt_shapes(reader, cfg, len(stored) + len(header["aliases"]))
         else:
             expected = {name: tuple(t.shape) for name, t in unwrap_model(model).state_dict().items()}
         _check_model_tensors(reader, expected, stored, header["aliases"])
+        if model is None:
+            _check_unsaved_buffers(reader, cfg, unsaved_bytes)
 
         prefixes = ["model.", "extra."] + ["optimizer."] * (optimizer is not None) + ["rng."] * restore_rng
         tensors = {name: file.get_tensor(name) for name in names if name.startswith(tuple(prefixes))}

@@ -573,3 +573,12 @@ def test_a_small_file_cannot_make_the_loader_allocate_huge_attention_masks(tmp_p
     load_checkpoint(path, GPTModel(cfg))  # trusted: the caller built the model
     monkeypatch.setattr(checkpoint, "UNSAVED_BUFFER_BUDGET", 64 * 2**20)
     assert load_checkpoint(path).model.cfg["context_length"] == 4000
+
+
+@pytest.mark.parametrize("change", [{"n_layers": -1}, {"dropout": 0.1}, {"qkv_bias": "no"}])
+def test_a_bad_config_is_named_even_when_the_model_is_given(saved, change):
+    tamper(saved, lambda h: {**h, "config": {**h["config"], **change}})
+    with pytest.raises(ValueError) as info:
+        load_everything(saved)
+    assert_one_line(info, saved, "field 'config': cfg")
+    assert "pass it as model=" not in str(info.value)
