@@ -61,8 +61,8 @@ def check_rope(rope_fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tens
 
 def check_swiglu(ff_cls: Callable[[int, int], nn.Module]) -> None:
     """Check a SwiGLU block ``ff_cls(emb_dim, hidden_dim)`` with linear layers ``gate``, ``up``, ``down`` (no bias)."""
-    reference = SwiGLUFeedForward(6, 10)
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # the global random state stays untouched
+        reference = SwiGLUFeedForward(6, 10)
         gen = torch.Generator().manual_seed(42)
         for p in reference.parameters():
             p.copy_(0.5 * torch.randn(p.shape, generator=gen))
