@@ -36,3 +36,9 @@ def test_check_lora_forward(capsys):
         passes(checks.check_lora_forward, with_layer, capsys, "LoRA forward pass")
     with pytest.raises(CheckError, match="scaled by alpha instead of alpha / r"):
         checks.check_lora_forward(lambda x, w, a, b, alpha: x @ w.T + alpha * (x @ a.T @ b.T))
+
+
+def test_check_last_token_states(capsys):
+    passes(checks.check_last_token_states, lambda h, n: h[torch.arange(len(n)), n - 1], capsys, "last-token states")
+    with pytest.raises(CheckError, match="position -1 of every row, which is padding"):
+        checks.check_last_token_states(lambda h, n: h[:, -1])

@@ -9,7 +9,7 @@ An exercise cell wraps its check in :func:`exercise`, so an unfinished stub prin
 
 from ._common import CHECK_CONFIG, CheckError, check_close, exercise
 from .attention import check_causal_attention, check_multi_head_attention
-from .finetune import check_example_targets, check_lora_forward
+from .finetune import check_example_targets, check_last_token_states, check_lora_forward
 from .generation import check_temperature, check_top_k, check_top_p
 from .layers import check_feed_forward, check_gelu, check_layer_norm
 from .llama import check_kv_cache_bytes, check_rope, check_swiglu
@@ -28,6 +28,7 @@ __all__ = [
     "check_feed_forward",
     "check_gelu",
     "check_kv_cache_bytes",
+    "check_last_token_states",
     "check_layer_norm",
     "check_lr_schedule",
     "check_lora_forward",

@@ -62,3 +62,25 @@ def check_lora_forward(lora_fn: Callable[..., torch.Tensor]) -> None:
         },
     )
     success("LoRA forward pass")
+
+
+def check_last_token_states(select_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+    """Check ``select_fn(hidden, lengths) -> (batch, emb_dim)``: each row's state at its last real token.
+
+    ``hidden`` is ``(batch=3, tokens=5, emb_dim=4)`` from a right-padded batch; ``lengths`` ``(3,)`` holds each
+    row's number of real tokens (5, 2 and 3).
+    """
+    hidden, lengths = seeded_randn(3, 5, 4, seed=41), torch.tensor([5, 2, 3])
+    got = call_learner(select_fn, (hidden.clone(), lengths.clone()), "select_fn(hidden, lengths=[5, 2, 3])")
+    rows = torch.arange(3)
+    assert_close(
+        got,
+        hidden[rows, lengths - 1],
+        "last-token states",
+        variants={
+            "this is position -1 of every row, which is padding in the shorter rows: use lengths - 1": hidden[:, -1],
+            "off by one: the last real token of a row of length n sits at index n - 1": hidden[rows, lengths % 5],
+            "this is the first token; under causal attention only the last one has seen the whole text": hidden[:, 0],
+        },
+    )
+    success("last-token states")
