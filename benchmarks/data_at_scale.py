@@ -1,15 +1,15 @@
 """Token files at scale: prepare throughput and memory on a generated corpus; training from memmap vs memory.
 
-    .venv/bin/python -m benchmarks.data_at_scale [--mb 200] [--workers N] [--steps 20]
+    .venv/bin/python -m benchmarks.data_at_scale [--mb 200] [--workers N] [--only prepare|train]
 
 1. prepare: a corpus of ``--mb`` MB (documents of 1 KB to 2 MB cut from tiny Shakespeare at random, plus one
    document of a tenth of the corpus, read in chunks) is tokenized by ``minigpt_lib.prepare`` in a child
    process. Printed: MB/s of text, the peak resident memory of the main process and of the largest worker, and
    the same for a corpus a quarter the size (bounded memory: the peaks should not grow with the corpus). Peer
    in the same run: tiktoken's ``encode_ordinary`` on the same bytes in one process, the file already in memory.
-2. train: tokens/s of ``minigpt_lib.train.train_step`` at the small preset on windows read from ``train.bin``
-   through ``np.memmap`` (``TokenWindowLoader``) and on the same windows sliced from a token tensor in memory,
-   alternating rounds; the ratio memmap / memory.
+2. train: tokens/s of ``minigpt_lib.train.train_step`` at the small preset (batches of 4 x 128 tokens) on windows
+   read from the ``train.bin`` of a ``--train-mb`` corpus through ``np.memmap`` (``TokenWindowLoader``) and on the
+   same windows sliced from a token tensor in memory, alternating rounds; the ratio memmap / memory.
 
 The host (``lscpu`` model name) and the thread count are printed with the figures.
 """
@@ -116,10 +116,22 @@ class InMemoryWindows:
             yield windows[:, :-1], windows[:, 1:]
 
 
+def measure_loading(data_dir: Path, batches: int = 500) -> dict:
+    """Milliseconds to build one batch of 4 x 128 windows, from memmap and from memory, without training."""
+    memmap = TokenWindowLoader(data_dir, "train", 4, PRESETS["small"]["context_length"], batches_per_epoch=batches)
+    record = {}
+    for name, source in {"memmap": memmap, "memory": InMemoryWindows(memmap)}.items():
+        start = time.perf_counter()
+        for _ in source:
+            pass
+        record[f"{name}_ms_per_batch"] = (time.perf_counter() - start) / batches * 1e3
+    return record
+
+
 def measure_training(data_dir: Path, steps: int, rounds: int) -> dict:
     """Tokens/s of train_step fed from memmap and from memory, alternating ``rounds`` times ``steps`` steps."""
     cfg = {**PRESETS["small"], "drop_rate": 0.0}
-    batch_size, context = 8, cfg["context_length"]
+    batch_size, context = 4, cfg["context_length"]
     torch.manual_seed(0)
     model = GPTModel(cfg)
     optimizer = make_adamw(model)
@@ -141,14 +153,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=200, help="corpus size in MB (default: 200)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="prepare's worker processes")
-    parser.add_argument("--steps", type=int, default=20, help="training steps per round (default: 20)")
+    parser.add_argument("--train-mb", type=float, default=20, help="corpus size for the training part (default: 20)")
+    parser.add_argument("--steps", type=int, default=10, help="training steps per round (default: 10)")
+    parser.add_argument("--only", choices=["prepare", "train"], help="run one part only")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per data source (default: 3)")
     args = parser.parse_args()
     print(json.dumps({"host": host(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                       "workers": args.workers, "torch": torch.__version__}))  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for megabytes in (args.mb / 4, args.mb):
+        for megabytes in (args.mb / 4, args.mb) if args.only != "train" else ():
             corpus = tmp / f"corpus{megabytes:g}"
             n_bytes = make_corpus(corpus, megabytes)
             record = measure_prepare(corpus, tmp / f"tokens{megabytes:g}", args.workers)
@@ -159,7 +173,14 @@ def main() -> None:
                 "tiktoken_one_process_mb_per_s": n_bytes / 1e6 / tiktoken_seconds,
                 "main_peak_rss_mb": record["main_rss_kb"] / 1024, "worker_peak_rss_mb": record["worker_rss_kb"] / 1024,
             }))  # fmt: skip
-        print(json.dumps({"kind": "train", **measure_training(tmp / f"tokens{args.mb:g}", args.steps, args.rounds)}))
+        if args.only != "prepare":
+            make_corpus(tmp / "train_corpus", args.train_mb)
+            measure_prepare(tmp / "train_corpus", tmp / "train_tokens", args.workers)
+            record = {
+                **measure_loading(tmp / "train_tokens"),
+                **measure_training(tmp / "train_tokens", args.steps, args.rounds),
+            }
+            print(json.dumps({"kind": "train", "corpus_mb": args.train_mb, **record}))
 
 
 if __name__ == "__main__":
