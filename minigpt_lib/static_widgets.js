@@ -43,7 +43,7 @@ window.minigptStatic = window.minigptStatic || (function () {
     var tokens = sentence.tokens, n = tokens.length, cell = Math.max(14, Math.min(34, Math.floor(420 / n)));
     var bytes = atob(sentence.weights), offset = ((layer * data.heads) + head) * n * n;
     var left = 120, top = 36, size = n * cell;
-    var chart = svg("svg", {width: left + size + 20, height: top + size + 110, role: "img",
+    var chart = svg("svg", {width: left + size + 90, height: top + size + 110, role: "img",
       "aria-label": "attention weights of layer " + layer + ", head " + head});
     text("Layer " + layer + ", head " + head, {x: left + size / 2, y: 20, "text-anchor": "middle",
       "font-weight": "bold", fill: "currentColor"}, chart);
@@ -65,7 +65,19 @@ window.minigptStatic = window.minigptStatic || (function () {
       fill: "currentColor", transform: "rotate(-90 12 " + (top + size / 2) + ")"}, chart);
     text("key: token attended to", {x: left + size / 2, y: top + size + 104, "text-anchor": "middle",
       "font-size": 12, fill: "currentColor"}, chart);
+    colourScale(chart, left + size + 16, top, size);
     figure.replaceChildren(chart);
+  }
+
+  function colourScale(chart, x, y, height) {  // a vertical bar from weight 1 (top) to 0 (bottom)
+    var steps = 20;
+    for (var i = 0; i < steps; i++) {
+      svg("rect", {x: x, y: y + i * height / steps, width: 12, height: height / steps + 0.5,
+        fill: viridis(1 - i / (steps - 1))}, chart);
+    }
+    text("1", {x: x + 16, y: y + 9, "font-size": 11, fill: "currentColor"}, chart);
+    text("0", {x: x + 16, y: y + height, "font-size": 11, fill: "currentColor"}, chart);
+    text("weight", {x: x + 16, y: y + height / 2, "font-size": 11, fill: "currentColor"}, chart);
   }
 
   // ----- sampling playground: the next-token distribution after temperature, top-k and top-p -----------------
