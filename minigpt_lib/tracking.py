@@ -5,7 +5,7 @@
 and writes; the loop itself does not change. ``tensorboard --logdir LOGDIR`` shows the curves, and
 :func:`read_scalars` reads them back (the book compares two runs that way).
 
-Model FLOPs utilization (MFU) says how much of the hardware's arithmetic the training uses:
+Model FLOPs utilization (MFU) says how much of the hardware's arithmetic the training uses::
 
     MFU = (FLOPs per token * tokens per second) / peak FLOP/s,
     FLOPs per token = 6 N + 12 L T d
