@@ -162,18 +162,13 @@ class GroupedQueryAttention(nn.Module):
             keys, values = keys.repeat_interleave(group, dim=1), values.repeat_interleave(group, dim=1)
             mask = torch.ones(tokens, start + tokens, dtype=torch.bool, device=x.device).triu(start + 1)
             context, weights = explicit_causal_attention(queries, keys, values, mask)
-        else:
-            weights = None
-            if tokens == 1:  # one new token may look at everything cached: fold the group into the query rows
-                q = queries.view(batch, self.n_kv_heads, group, self.head_dim)
-                context = F.scaled_dot_product_attention(q, keys, values).view(batch, self.n_heads, 1, -1)
-            else:
-                mask = None
-                if start:  # new tokens after a cached prefix: True where attention is allowed
-                    mask = torch.ones(tokens, start + tokens, dtype=torch.bool, device=x.device).tril(start)
-                context = F.scaled_dot_product_attention(
-                    queries, keys, values, attn_mask=mask, is_causal=start == 0, enable_gqa=True
-                )
+        else:  # the fused kernel shares each key/value head with its group itself (enable_gqa)
+            weights, mask = None, None
+            if start and tokens > 1:  # new tokens after a cached prefix: True where attention is allowed
+                mask = torch.ones(tokens, start + tokens, dtype=torch.bool, device=x.device).tril(start)
+            context = F.scaled_dot_product_attention(
+                queries, keys, values, attn_mask=mask, is_causal=start == 0 and tokens > 1, enable_gqa=True
+            )
         out = self.out_proj(context.transpose(1, 2).reshape(batch, tokens, self.n_heads * self.head_dim))
         return (out, weights) if return_weights else out
 
