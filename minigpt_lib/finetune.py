@@ -237,6 +237,8 @@ def run_finetune(
         _load_optimizer_tensors(optimizer, load_file(out / OPTIMIZER_NAME), out / OPTIMIZER_NAME)
     trainable, total = count_trainable(model)
     log(f"{len(train)} training and {len(val)} validation records; trainable parameters {trainable:,} of {total:,}")
+    if val_pairs and done == 0:
+        log(f"before fine-tuning: validation loss {response_loss(model, val_pairs, settings['batch_size'], 0):.3f}")
     steps_per_epoch = math.ceil(len(train_pairs) / settings["batch_size"])
     bar = tqdm(total=steps_per_epoch * (settings["epochs"] - done), disable=not progress, unit="step")
     def on_step(loss: float) -> None:

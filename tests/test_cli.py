@@ -433,6 +433,13 @@ def test_finetune_writes_an_adapter_that_generate_can_use(tmp_path):
     assert "3 training and 0 validation records" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == [
         "adapter.safetensors", "finetune_state.json", "optimizer.safetensors"]
+    result = run_cli("generate", "smollm2", "--adapter", str(out), "--prompt", "Hello", "--max-new-tokens", "2")
+    assert result.returncode == 0 and result.stdout.startswith("Hello"), result.stderr
+
+
+def test_adapter_is_only_for_smollm2(capsys, tmp_path):
+    assert main(["generate", str(tmp_path / "checkpoint.safetensors"), "--adapter", str(tmp_path)]) == 1
+    assert "--adapter: only used with the model name smollm2" in capsys.readouterr().err
 
 
 def test_every_train_setting_has_a_range_check():
