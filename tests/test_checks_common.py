@@ -20,6 +20,9 @@ def test_check_close_reports_shape_dtype_and_first_difference(capsys):
     wrong[1, 2] = 9.0
     with pytest.raises(CheckError, match=r"1 of 6 values differ; first at index \[1, 2\]: expected 5, got 9"):
         checks.check_close(wrong, expected)
+    with pytest.raises(CheckError, match=r"first at index \[0, 0\]: expected 1\.23456, got 1\.234561 "):
+        got, reference = torch.tensor([[1.234561]], dtype=torch.float64), torch.tensor([[1.23456]], dtype=torch.float64)
+        checks.check_close(got, reference, atol=0.0, rtol=0.0)  # equal to 6 digits: the message shows 10
     with pytest.raises(CheckError, match="expected a torch.Tensor, got list"):
         checks.check_close([0.0], expected)
     nan = expected.clone()

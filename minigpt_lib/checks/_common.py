@@ -93,9 +93,11 @@ def assert_close(
         first = tuple(close.logical_not().nonzero()[0].tolist())
         finite = torch.isfinite(got_d) & torch.isfinite(exp_d)
         diff = (got_d - exp_d).abs().where(finite, torch.zeros_like(got_d))
+        expected_value, got_value = exp_d[first].item(), got_d[first].item()
+        digits = 6 if f"{expected_value:.6g}" != f"{got_value:.6g}" else 10  # show where two close values differ
         raise CheckError(
             f"{name}: {int((~close).sum())} of {close.numel()} values differ; first at index "
-            f"{format_index(first)}: expected {exp_d[first].item():.6g}, got {got_d[first].item():.6g} "
+            f"{format_index(first)}: expected {expected_value:.{digits}g}, got {got_value:.{digits}g} "
             f"(largest finite difference {diff.max().item():.3g}; tolerance atol={atol:g}, rtol={rtol:g})" + hint
         )
 
