@@ -25,17 +25,19 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from .bpe import ByteLevelBPETokenizer
 from .corpora import download_file, sha256_of
 from .llama import LlamaModel
 from .model import GPTModel
 from .utils import cache_dir
+
+if TYPE_CHECKING:  # the tokenizer needs the `tokenizers` package, imported when SmolLM2 is loaded
+    from .bpe import ByteLevelBPETokenizer
 
 #: Where the public GPT-2 repositories live on the Hugging Face Hub; files are at ``{base}/{repo}/resolve/main/``.
 HF_BASE_URL = "https://huggingface.co/openai-community"
@@ -526,6 +528,8 @@ def _config_from_gguf(meta: dict[str, Any], path: Path) -> dict[str, Any]:
 
 def _tokenizer_from_gguf(meta: dict[str, Any], path: Path) -> ByteLevelBPETokenizer:
     """The byte-level BPE tokenizer stored in a GGUF file's ``tokenizer.ggml.*`` metadata."""
+    from .bpe import ByteLevelBPETokenizer
+
     model, pre = meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.pre")
     if (model, pre) != ("gpt2", "smollm"):
         raise ValueError(
@@ -625,6 +629,8 @@ def config_from_hf_llama(hf_config: dict[str, Any], path: Path) -> dict[str, Any
 
 def _load_hf_llama_folder(folder: Path) -> tuple[LlamaModel, ByteLevelBPETokenizer]:
     """Load a Hugging Face Llama folder: ``config.json``, ``model.safetensors`` and ``tokenizer.json``."""
+    from .bpe import ByteLevelBPETokenizer
+
     for name in SMOLLM2_HF_FILES:
         if not (folder / name).is_file():
             raise FileNotFoundError(
