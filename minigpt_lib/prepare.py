@@ -37,7 +37,7 @@ import tiktoken
 from tqdm.auto import tqdm
 
 from .tokenizer import get_tokenizer
-from .utils import atomic_write, check_number, check_positive_int
+from .utils import atomic_write, check_number, check_positive_int, remove_stale_temporaries
 
 META_NAME = "meta.json"
 SPLITS = ("train", "val")
@@ -231,6 +231,7 @@ def prepare_token_files(
     documents = find_documents(inputs)
     splits = split_documents(len(documents), val_fraction, seed)
     out_dir = Path(out_dir)
+    remove_stale_temporaries(out_dir)  # left by a run that was killed while writing
     total_bytes = sum(path.stat().st_size for path in documents)
     sources = [{"path": str(path), "split": split} for path, split in zip(documents, splits, strict=True)]
 

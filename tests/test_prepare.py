@@ -196,3 +196,9 @@ def test_cli_prepare_errors_are_one_line_naming_the_file(tmp_path):
     assert result.returncode != 0
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert "nope.txt: no such file or folder" in result.stderr
+
+
+def test_a_killed_runs_temporary_files_are_cleared(corpus, tmp_path):
+    (tmp_path / ".train.bin.abc123.partial").write_bytes(b"half a file")
+    prepare_token_files([corpus / "books"], tmp_path, workers=1, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.json", "train.bin", "val.bin"]
