@@ -97,8 +97,13 @@ class TrainingTracker:
         self.model = model
         self.writer = None
         if logdir is not None:
-            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package; only here
-
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package; only here
+            except ImportError as exc:
+                raise RuntimeError(
+                    f"logdir: writing TensorBoard logs needs the tensorboard package ({exc}); "
+                    "pip install tensorboard (pinned in requirements.txt)"
+                ) from None
             self.writer = SummaryWriter(log_dir=str(Path(logdir)))
         self._tokens, self._seconds = 0, 0.0
         self._clock = time.perf_counter()

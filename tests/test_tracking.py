@@ -90,3 +90,11 @@ def test_tracker_arguments_are_checked():
         TrainingTracker(None, tiny_model(), 16, peak_flops=0)
     with pytest.raises(ValueError, match="log_every: expected a positive integer"):
         TrainingTracker(None, tiny_model(), 16, log_every=0)
+
+
+def test_a_missing_tensorboard_package_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if it were not installed
+    with pytest.raises(RuntimeError, match="logdir: writing TensorBoard logs needs the tensorboard package"):
+        TrainingTracker(tmp_path, tiny_model(), 16)
