@@ -62,9 +62,11 @@ def main() -> None:
     load_ours, (ours, tokenizer) = timed(load_smollm2)
     load_theirs, theirs = timed(load_transformers)
     ids = torch.tensor([tokenizer.encode(format_chat([{"role": "user", "content": QUESTION}]))])
+    mask = torch.ones_like(ids)
     runs = {
         "minigpt": lambda n: generate(ours, ids, n),
-        "transformers": lambda n: theirs.generate(ids, max_new_tokens=n, do_sample=False),
+        # An explicit mask: without it transformers takes every <|im_end|> (id 2, also its padding id) for padding.
+        "transformers": lambda n: theirs.generate(ids, attention_mask=mask, max_new_tokens=n, do_sample=False),
     }
     times: dict[str, dict[str, list[float]]] = {name: {"first": [], "generate": []} for name in runs}
     outputs = {}
