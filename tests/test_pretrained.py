@@ -332,7 +332,7 @@ def test_smollm2_greedy_continuations_equal_transformers(smollm2, hf_smollm2):
         ids = torch.tensor([tokenizer.encode(prompt)])
         ours = generate(model, ids, 30, eos_id=tokenizer.eos_id)
         with torch.no_grad():  # transformers stops at the end-of-turn token too
-            theirs = hf_model.generate(ids, max_new_tokens=30, do_sample=False)
+            theirs = hf_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=30, do_sample=False)
         assert torch.equal(ours, theirs), prompt
         lengths.append(ours.shape[1] - ids.shape[1])
     assert lengths == [30, 30]
