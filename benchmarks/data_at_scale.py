@@ -171,7 +171,8 @@ def main() -> None:
                 "kind": "prepare", "corpus_mb": n_bytes / 1e6, "documents": len(list(corpus.iterdir())),
                 "tokens": record["tokens"], "mb_per_s": n_bytes / 1e6 / record["seconds"],
                 "tiktoken_one_process_mb_per_s": n_bytes / 1e6 / tiktoken_seconds,
-                "main_peak_rss_mb": record["main_rss_kb"] / 1024, "worker_peak_rss_mb": record["worker_rss_kb"] / 1024,
+                "main_peak_rss_mb": record["main_rss_kb"] * 1024 / 1e6,
+                "worker_peak_rss_mb": record["worker_rss_kb"] * 1024 / 1e6,
             }))  # fmt: skip
         if args.only != "prepare":
             make_corpus(tmp / "train_corpus", args.train_mb)

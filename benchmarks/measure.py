@@ -252,10 +252,10 @@ def training_memory(impl_name: str, cfg: dict[str, Any], batch: int, tokens: int
         "batch": batch,
         "tokens": tokens,
         "device": device.type,
-        "params_mb": params / 2**20,
-        "before_mb": before / 2**20,
-        "peak_mb": peak / 2**20,
-        "step_peak_mb": (peak - before) / 2**20,
+        "params_mb": params / 1e6,
+        "before_mb": before / 1e6,
+        "peak_mb": peak / 1e6,
+        "step_peak_mb": (peak - before) / 1e6,
     }
 
 
