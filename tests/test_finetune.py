@@ -132,3 +132,14 @@ def test_resume_with_other_settings_or_nothing_saved_is_refused(tmp_path):
                      resume=True)
     with pytest.raises(FileNotFoundError, match="holds neither"):
         load_finetuned(tiny_model(), tmp_path / "empty", base_model="tiny")
+
+
+def test_train_steps_loss_is_the_masked_loss_on_padded_batches():
+    from minigpt_lib.instruct import collate, masked_cross_entropy
+    from minigpt_lib.train import NextTokenLoss
+
+    model = tiny_model()
+    batch = collate([([1, 2, 3], [4, 5]), ([6], [7, 8, 9, 10])], pad_id=0)
+    with torch.no_grad():
+        expected = masked_cross_entropy(model(batch.inputs), batch.targets)
+        torch.testing.assert_close(NextTokenLoss(model)(batch.inputs, batch.targets), expected)
