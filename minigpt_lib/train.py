@@ -20,6 +20,7 @@ process's; only rank 0 prints, shows progress and writes checkpoints (of the unw
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 import os
@@ -340,19 +341,53 @@ def _epoch_batches(train_loader: Iterable[Batch], position: _Position) -> Iterat
     return batches
 
 
-def _record_evaluation(
-    history: TrainingHistory, position: _Position, train_loss: float, val_loss: float
-) -> None:
-    """Append an evaluation to ``history`` and print it (above the progress bar, if any)."""
-    history.train_losses.append(train_loss)
-    history.val_losses.append(val_loss)
-    history.eval_steps.append(history.steps)
-    history.tokens_seen.append(position.tokens_seen)
-    if is_main_process():
-        tqdm.write(
-            f"epoch {position.epoch + 1}, step {history.steps}: "
-            f"train loss {train_loss:.3f}, val loss {val_loss:.3f}"
-        )
+@dataclass
+class _Recorder:
+    """The bookkeeping around the loop: history, loop position, progress bar and callback, step by step."""
+
+    history: TrainingHistory
+    position: _Position
+    bar: tqdm
+    callback: TrainingCallback | None
+
+    def step(self, loss: float, lr: float, tokens: int) -> None:
+        """Note one optimizer step on a global batch of ``tokens`` tokens, whose loss before the update was ``loss``."""
+        self.history.steps += 1
+        self.history.lrs.append(lr)
+        self.history.step_losses.append(loss)
+        self.position.batches_done += 1
+        self.position.tokens_seen += tokens
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.3f}")
+        if self.callback is not None:
+            self.callback.on_step(self.history.steps, loss, lr, tokens)
+
+    def evaluation(self, train_loss: float, val_loss: float) -> None:
+        """Note an evaluation after the current step and print it (above the progress bar, if any)."""
+        history = self.history
+        history.train_losses.append(train_loss)
+        history.val_losses.append(val_loss)
+        history.eval_steps.append(history.steps)
+        history.tokens_seen.append(self.position.tokens_seen)
+        if is_main_process():
+            tqdm.write(
+                f"epoch {self.position.epoch + 1}, step {history.steps}: "
+                f"train loss {train_loss:.3f}, val loss {val_loss:.3f}"
+            )
+        if self.callback is not None:
+            self.callback.on_evaluation(history.steps, train_loss, val_loss)
+
+
+@contextlib.contextmanager
+def _name_the_step_on_divergence(
+    step: int, checkpoint_path: str | os.PathLike[str] | None, saved_step: int | None
+) -> Iterator[None]:
+    """Re-raise :class:`TrainingDivergedError` with the step it happened at and what the checkpoint still holds."""
+    try:
+        yield
+    except TrainingDivergedError as exc:
+        kept = "nothing was saved" if saved_step is None else f"{checkpoint_path} keeps step {saved_step}"
+        raise TrainingDivergedError(f"training diverged at step {step}: {exc}; stopped, {kept}") from None
 
 
 def _print_sample(
@@ -584,40 +619,26 @@ def train_model(
     train_loader, val_loader = shard_loader(train_loader), shard_loader(val_loader)
     progress = progress and is_main_process()  # one progress bar, not one per process
 
+    step_options = {"grad_clip": grad_clip, "amp": amp, "loss_fn": loss_fn, "micro_batches": micro_batches}
+    autocast = functools.partial(torch.autocast, device_type=device.type, dtype=torch.bfloat16, enabled=amp)
+
     model.train()
     with tqdm(total=total_steps, initial=history.steps, disable=not progress, unit="step") as bar:
+        record = _Recorder(history, position, bar, callback)
         while history.steps < total_steps:
+            # Chapter 8's loop: for each batch, one train_step (zero, forward, loss, backward, clip, update).
             for batch in _epoch_batches(train_loader, position):
                 if use_schedule:
                     for group, peak in zip(optimizer.param_groups, peak_lrs, strict=True):
-                        group["lr"] = lr_at_step(
-                            history.steps, total_steps, peak, warmup_steps, min_lr
-                        )
-                try:
-                    loss = train_step(
-                    model, optimizer, *batch, grad_clip=grad_clip, amp=amp, loss_fn=loss_fn, micro_batches=micro_batches
-                )
-                except TrainingDivergedError as exc:
-                    kept = "nothing was saved" if saved_step is None else f"{checkpoint_path} keeps step {saved_step}"
-                    raise TrainingDivergedError(
-                        f"training diverged at step {history.steps + 1}: {exc}; stopped, {kept}"
-                    ) from None
-                history.steps += 1
-                history.lrs.append(optimizer.param_groups[0]["lr"])
-                history.step_losses.append(loss)
-                position.batches_done += 1
-                position.tokens_seen += batch[0].numel() * get_world_size()
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}")
-                if callback is not None:
-                    callback.on_step(history.steps, loss, history.lrs[-1], batch[0].numel() * get_world_size())
+                        group["lr"] = lr_at_step(history.steps, total_steps, peak, warmup_steps, min_lr)
+                with _name_the_step_on_divergence(history.steps + 1, checkpoint_path, saved_step):
+                    loss = train_step(model, optimizer, *batch, **step_options)
+                record.step(loss, optimizer.param_groups[0]["lr"], batch[0].numel() * get_world_size())
 
                 if (history.steps - 1) % eval_freq == 0:
-                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                    with autocast():
                         losses = evaluate_model(model, train_loader, val_loader, device, eval_iter)
-                    _record_evaluation(history, position, *map(mean_over_processes, losses))
-                    if callback is not None:
-                        callback.on_evaluation(history.steps, history.train_losses[-1], history.val_losses[-1])
+                    record.evaluation(*map(mean_over_processes, losses))
                 if checkpoint_every and history.steps % checkpoint_every == 0:
                     _save(checkpoint_path, model, optimizer, tokenizer, history, position)
                     saved_step = history.steps
