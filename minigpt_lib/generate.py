@@ -142,8 +142,9 @@ def _steps(
     # A cache as long as this call can use, not the whole context (a model with a long context has big caches).
     cache = model.new_kv_cache(min(context_size, idx.shape[1] + max_new_tokens)) if use_cache else None
     finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
+    unusable = torch.zeros((), dtype=torch.bool, device=idx.device)  # NaN or +inf logits seen: no token can be chosen
     with eval_mode(model), torch.no_grad():
-        for _ in range(max_new_tokens):
+        for step in range(max_new_tokens):
             if cache is None:
                 logits = model(idx[:, -context_size:])
             elif 0 < cache.length < cache.layers[0].max_len:
@@ -151,7 +152,9 @@ def _steps(
             else:  # first step, or the window is full and slides: (re)fill the cache
                 cache.reset()
                 logits = model(idx[:, -min(context_size, cache.layers[0].max_len):], kv_cache=cache)
-            if not bool((logits[:, -1, :] < math.inf).all()):  # NaN or +inf: no token can be chosen
+            unusable |= ~(logits[:, -1, :] < math.inf).all()
+            # Read on the CPU every step; on a GPU only at the end, since reading it makes the CPU wait.
+            if (idx.device.type == "cpu" or step == max_new_tokens - 1) and bool(unusable):
                 raise ValueError(
                     "model: its logits hold NaN or infinite values, so no token can be chosen; are its weights "
                     "finite numbers (a diverged training run leaves NaN weights)?"
